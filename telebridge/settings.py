@@ -1,0 +1,201 @@
+"""The one typed settings object: environment, `.env`, then the YAML file given by `--config`.
+
+Nothing else in telebridge reads `os.environ`. A bad value becomes a `ConfigError` whose message
+names the setting, so the CLI can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_WAVES_URL = "wss://api.smallest.ai/waves/v1/tts/live"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what to fix."""
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Settings from a YAML mapping; keys are the environment names, in any case."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is None:
+            return
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"TELEBRIDGE_CONFIG: cannot read {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"TELEBRIDGE_CONFIG: {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            return
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"TELEBRIDGE_CONFIG: {path} must hold a mapping of settings")
+        self._data = {str(k).lower(): v for k, v in loaded.items()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every setting of telebridge. Field names are the environment variables, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    telebridge_host: str = "0.0.0.0"
+    telebridge_port: int = Field(8080, ge=1, le=65535)
+    telebridge_public_url: str | None = None
+    telebridge_flow: str = "demo"
+    telebridge_flows_dir: Path = Path("config/flows")
+    telebridge_db: Path = Path("telebridge.db")
+    # Signs stream tokens. Unset: a random per-process secret (fine for one process).
+    telebridge_secret: SecretStr | None = None
+    telebridge_token_ttl: float = Field(120.0, gt=0, le=3600)
+    # Audio sent but not yet due to play never exceeds this (contract: at most 2 s).
+    telebridge_max_lead_ms: int = Field(1000, ge=100, le=2000)
+    # How long to wait for the carrier to confirm the last prompt before hanging up anyway.
+    telebridge_mark_timeout: float = Field(5.0, gt=0, le=60)
+    telebridge_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Called number -> flow name or path (issue "IVR flows"; YAML file only in practice).
+    telebridge_numbers: dict[str, str] = Field(default_factory=dict)
+
+    waves_api_key: SecretStr | None = None
+    waves_url: str = DEFAULT_WAVES_URL
+    waves_voice: str = "emily"
+    waves_model: Literal["lightning_v3.1", "lightning_v3.1_pro"] = "lightning_v3.1"
+    waves_language: str = "en"
+    waves_speed: float = Field(1.0, ge=0.5, le=2.0)
+    # Time allowed for the first audio chunk of a request before it counts as failed.
+    waves_first_chunk_timeout: float = Field(5.0, gt=0, le=60)
+
+    plivo_auth_id: str | None = None
+    plivo_auth_token: SecretStr | None = None
+    plivo_api_url: str = "https://api.plivo.com"
+
+    vonage_application_id: str | None = None
+    vonage_private_key: SecretStr | None = None
+    vonage_signature_secret: SecretStr | None = None
+    vonage_allow_unsigned: bool = False
+    vonage_audio_rate: Literal[8000, 16000, 24000] = 16000
+    vonage_signature_max_age: float = Field(300.0, gt=0)
+    # Default REST host when a webhook gave no region_url.
+    vonage_api_host: str = "api.nexmo.com"
+
+    @field_validator("telebridge_public_url")
+    @classmethod
+    def _public_url_shape(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        value = value.rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for local testing)")
+        if "?" in value or "#" in value:
+            raise ValueError("must be a base URL without query or fragment")
+        return value
+
+    @field_validator("plivo_api_url", "waves_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("plivo_auth_id")
+    @classmethod
+    def _plivo_id_shape(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not (value[:2] in ("MA", "SA") and len(value) == 20):
+            raise ValueError("must look like MA or SA followed by 18 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _waves_url_scheme(self) -> Settings:
+        if not self.waves_url.startswith(("wss://", "ws://")):
+            raise ValueError("WAVES_URL must start with wss:// (or ws://)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = _CONFIG_PATH.get("path")
+        return (init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls, config))
+
+    # --- derived values -------------------------------------------------------------
+
+    @property
+    def plivo_enabled(self) -> bool:
+        return bool(self.plivo_auth_id and self.plivo_auth_token)
+
+    @property
+    def vonage_enabled(self) -> bool:
+        return bool(self.vonage_signature_secret or self.vonage_allow_unsigned)
+
+    @property
+    def uses_standin(self) -> bool:
+        """No Waves key: speech comes from the embedded offline synthesizer."""
+        return self.waves_api_key is None
+
+    def public_ws_url(self, path: str) -> str:
+        """The public WebSocket URL for `path` (https becomes wss)."""
+        base = self.require_public_url()
+        if base.startswith("https://"):
+            return "wss://" + base[len("https://") :] + path
+        return "ws://" + base[len("http://") :] + path
+
+    def require_public_url(self) -> str:
+        if not self.telebridge_public_url:
+            raise ConfigError(
+                "TELEBRIDGE_PUBLIC_URL is not set: give the bridge's public base URL, "
+                "e.g. https://bridge.example.com"
+            )
+        return self.telebridge_public_url
+
+
+# The YAML path travels through this dict because pydantic-settings builds sources from the
+# class; load_settings() sets it for the duration of one construction.
+_CONFIG_PATH: dict[str, Path | None] = {}
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, raising `ConfigError` with the offending setting's name."""
+    if config is None:
+        config = os.environ.get("TELEBRIDGE_CONFIG") or None
+    _CONFIG_PATH["path"] = Path(config) if config else None
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _CONFIG_PATH.pop("path", None)
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"] if part != "__root__"]
+    message = first["msg"].removeprefix("Value error, ")
+    if not loc:
+        return message
+    return f"{loc[0].upper()}: {message}"
