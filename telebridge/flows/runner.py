@@ -1,0 +1,439 @@
+"""The carrier-agnostic interpreter of call flows.
+
+`FlowRunner` walks a `Flow` and talks to the call only through `CallPort` (speech, audio, keys,
+transfer, hangup), so the same flow runs unchanged on every carrier and against test fakes.
+
+Within one step the parts run in this order:
+
+1. `set`: each value is a template, rendered in order (later ones see earlier ones).
+2. `webhook`: POST the call state; the answer's `vars` are merged, its `say` is spoken before the
+   step's own prompt, its `next` is remembered. On failure (timeout, non-2xx, not the JSON we
+   expect, or a `next` naming no step) the step jumps to `on_error` at once; without `on_error`
+   the failure is logged and the step carries on.
+3. The prompt: `say`, `play` and `pause` in the order they are written in the step.
+4. `gather`: see `FlowRunner._collect`. Keys pressed during the prompt count and cut it off, unless
+   `barge_in: false`, which plays the prompt out and ignores keys pressed meanwhile. With `retries`,
+   no input or a key no digit route matches asks again: the `no_input` / `invalid` text, then the
+   `reprompt` text (or the prompt again). The last attempt's keys become `{{digits}}`.
+5. `transfer`: after the prompt has played. Accepted: the flow ends with "transfer". Refused or a
+   bad number: go to `on_error`, or end with "error:transfer failed".
+6. Routing, first match wins: the digit routes (`routes: {"1": step}`, only with a gather), then
+   the list routes (`routes: [{when: {var: value, ...}, next: step}]`, all pairs must be equal),
+   then the webhook's `next`, then `default` (or `next`; a step has one or the other).
+7. No route chose a step: `hangup` ends the call (outcome "hangup"), else the flow has ended
+   ("ended") and the caller of `run` ends the call.
+
+Variables: `caller`, `callee`, `call_id`, `carrier` (given at call start), `flow`, `digits`, the
+flow's top-level `vars:` defaults, variables given at call start, `set` and webhook `vars`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from telebridge.flows import template
+from telebridge.flows.model import (
+    E164,
+    Flow,
+    Gather,
+    Pause,
+    Play,
+    PromptPart,
+    Say,
+    Step,
+    Transfer,
+    Webhook,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechOverrides:
+    """Per-step speech settings; None keeps the bridge's default."""
+
+    voice: str | None = None
+    speed: float | None = None
+    language: str | None = None
+
+
+class CallPort(Protocol):
+    """What the runner may do to a call; the call session implements it per carrier."""
+
+    async def say(self, text: str, *, barge_in: bool, overrides: SpeechOverrides) -> None:
+        """Queue speech; return once all of it is queued, or early when a key cut it off."""
+
+    async def play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
+        """Queue audio (PCM16LE mono)."""
+
+    async def pause(self, seconds: float) -> None:
+        """Queue silence."""
+
+    async def wait_played(self) -> bool:
+        """Wait until all queued audio played; False when a key cut a barge-in prompt off."""
+
+    def take_digits(self) -> str:
+        """Keys pressed since the last take (and forget them)."""
+
+    # The port's contract takes timeouts as arguments (the carrier side owns the clock).
+    async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109
+        """The next key press, or None after `timeout` seconds."""
+
+    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
+        """Transfer the call; True when the carrier accepted."""
+
+    async def hangup(self, reason: str) -> None:
+        """Wait until the queued audio played, then end the call."""
+
+
+class FlowRecorder(Protocol):
+    """The call log's view of a running flow."""
+
+    def step_entered(self, step: str) -> None: ...
+    def digits_collected(self, step: str, digits: str) -> None: ...
+    def vars_set(self, values: dict[str, str]) -> None: ...
+    def webhook_result(self, step: str, ok: bool, detail: str) -> None: ...
+
+
+class NullRecorder:
+    """A recorder that forgets everything."""
+
+    def step_entered(self, step: str) -> None:
+        pass
+
+    def digits_collected(self, step: str, digits: str) -> None:
+        pass
+
+    def vars_set(self, values: dict[str, str]) -> None:
+        pass
+
+    def webhook_result(self, step: str, ok: bool, detail: str) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Goto:
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Spoken:
+    """Speech from a webhook answer: spoken as is, never read as a template."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    values: dict[str, str]
+    say: str | None
+    next: str | None
+    detail: str
+
+
+class _WebhookFailed(Exception):
+    pass
+
+
+class FlowRunError(RuntimeError):
+    """A step cannot go on (unreadable audio file, missing step): the flow ends in error."""
+
+
+_Part = PromptPart | _Spoken
+
+
+class FlowRunner:
+    """Runs one flow on one call. Single use: `run()` once, then read `variables`."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        port: CallPort,
+        *,
+        variables: dict[str, str],
+        recorder: FlowRecorder | None = None,
+        http: httpx.AsyncClient | None = None,
+        max_steps: int = 1000,
+    ) -> None:
+        self.flow = flow
+        self.variables: dict[str, str] = {"flow": flow.name, "digits": ""}
+        self.variables.update(flow.defaults)
+        self.variables.update(variables)
+        self.state: Literal["ready", "running", "done"] = "ready"
+        self.step: str | None = None  # the step being run, for logs
+        self._port = port
+        self._recorder: FlowRecorder = recorder or NullRecorder()
+        self._http = http
+        self._own_http: httpx.AsyncClient | None = None
+        self._max_steps = max_steps
+        self._audio: dict[Path, tuple[bytes, int]] = {}
+
+    @property
+    def _tag(self) -> str:
+        return f"call {self.variables.get('call_id', '?')} flow {self.flow.name!r}"
+
+    async def run(self) -> str:
+        """Run the flow to its end: "hangup", "transfer", "ended" or "error:<detail>"."""
+        if self.state != "ready":
+            raise RuntimeError(f"FlowRunner.run() called when {self.state}")
+        self.state = "running"
+        try:
+            outcome = await self._walk()
+        except Exception as exc:  # CancelledError is not an Exception: it propagates.
+            logger.exception("%s failed in step %r", self._tag, self.step)
+            outcome = f"error:{exc or type(exc).__name__}"
+        finally:
+            self.state = "done"
+            if self._own_http is not None:
+                await self._own_http.aclose()
+        logger.info("%s ended at step %r: %s", self._tag, self.step, outcome)
+        return outcome
+
+    async def _walk(self) -> str:
+        step_id = self.flow.start
+        for _ in range(self._max_steps):
+            step = self.flow.steps.get(step_id)
+            if step is None:
+                raise FlowRunError(f"no step {step_id!r}")
+            result = await self._run_step(step)
+            if isinstance(result, _End):
+                return result.outcome
+            step_id = result.step
+        logger.error("%s entered %d steps: stopping a runaway loop", self._tag, self._max_steps)
+        return "error:too many steps"
+
+    async def _run_step(self, step: Step) -> _Goto | _End:
+        self.step = step.id
+        self._recorder.step_entered(step.id)
+        logger.debug("%s enters step %r", self._tag, step.id)
+        if step.set:
+            self._assign(step)
+        prompt: list[_Part] = []
+        webhook_next: str | None = None
+        if step.webhook is not None:
+            try:
+                answer = await self._call_webhook(step, step.webhook)
+            except _WebhookFailed as exc:
+                self._recorder.webhook_result(step.id, False, str(exc))
+                if step.on_error is not None:
+                    logger.warning(
+                        "%s webhook failed (%s): going to %r", self._tag, exc, step.on_error
+                    )
+                    return _Goto(step.on_error)
+                logger.warning("%s webhook failed (%s): carrying on", self._tag, exc)
+            else:
+                self._recorder.webhook_result(step.id, True, answer.detail)
+                if answer.values:
+                    self.variables.update(answer.values)
+                    self._recorder.vars_set(dict(answer.values))
+                if answer.say:
+                    prompt.append(_Spoken(answer.say))
+                webhook_next = answer.next
+        prompt.extend(step.prompt)
+        if step.gather is not None:
+            await self._gather(step, step.gather, prompt)
+        else:
+            await self._queue(step, prompt, barge_in=False)
+        if step.transfer is not None:
+            return await self._transfer(step, step.transfer)
+        target = self._route(step, webhook_next)
+        if target is not None:
+            return _Goto(target)
+        if step.hangup is not None:
+            await self._port.hangup(step.hangup)
+            return _End("hangup")
+        return _End("ended")
+
+    def _assign(self, step: Step) -> None:
+        values: dict[str, str] = {}
+        for var, text in step.set.items():
+            values[var] = self.variables[var] = self._render(text, step)
+        self._recorder.vars_set(values)
+
+    def _render(self, text: str, step: Step) -> str:
+        return template.render(text, self.variables, where=f"{self._tag} step {step.id!r}")
+
+    def _route(self, step: Step, webhook_next: str | None) -> str | None:
+        if step.gather is not None and (target := step.routes.get(self.variables["digits"])):
+            return target
+        for route in step.var_routes:
+            if all(self.variables.get(var, "") == value for var, value in route.when):
+                return route.next
+        return webhook_next or step.default or step.next
+
+    # --- prompts and keys ----------------------------------------------------------------
+
+    async def _queue(self, step: Step, parts: Sequence[_Part], *, barge_in: bool) -> str:
+        """Queue the prompt; with barge-in, stop at the first key and return the keys so far."""
+        overrides = SpeechOverrides(step.voice, step.speed, step.language)
+        keys = ""
+        for part in parts:
+            if isinstance(part, Say | _Spoken):
+                text = self._render(part.text, step) if isinstance(part, Say) else part.text
+                if text.strip():
+                    await self._port.say(text, barge_in=barge_in, overrides=overrides)
+            elif isinstance(part, Play):
+                pcm, rate = await self._load_audio(part.path)
+                await self._port.play(pcm, rate, barge_in=barge_in)
+            elif isinstance(part, Pause):
+                await self._port.pause(part.seconds)
+            if barge_in:
+                keys += self._port.take_digits()
+                if keys:  # a key cut the prompt off: queue no more of it
+                    break
+        return keys
+
+    async def _gather(self, step: Step, gather: Gather, prompt: list[_Part]) -> None:
+        parts: list[_Part] = prompt
+        digits = ""
+        for attempt in range(gather.retries + 1):
+            digits = await self._collect(step, gather, parts)
+            if digits:
+                self._recorder.digits_collected(step.id, digits)
+            if digits and (not step.routes or digits in step.routes):
+                break
+            if attempt < gather.retries:
+                lead = gather.invalid if digits else gather.no_input
+                logger.info("%s step %r: %s, asking again", self._tag, step.id,
+                            f"unrouted keys {digits!r}" if digits else "no input")  # fmt: skip
+                again: list[_Part] = [Say(gather.reprompt)] if gather.reprompt else list(prompt)
+                parts = ([Say(lead)] if lead else []) + again
+        self.variables["digits"] = digits
+
+    async def _collect(self, step: Step, gather: Gather, parts: Sequence[_Part]) -> str:
+        """One attempt at input: prompt, then keys until enough, the finish key, or a timeout.
+
+        Keys pressed before the prompt are stale and dropped. The timeout runs from the end of
+        the prompt's playback, for each key in turn.
+        """
+        self._port.take_digits()
+        keys = await self._queue(step, parts, barge_in=gather.barge_in)
+        await self._port.wait_played()
+        late = self._port.take_digits()
+        if gather.barge_in:
+            keys += late
+        elif late:
+            logger.debug("%s ignored keys %r during an uninterruptible prompt", self._tag, late)
+        digits, done = _accept("", keys, gather)
+        while not done:
+            key = await self._port.next_digit(gather.timeout)
+            if key is None:
+                break
+            digits, done = _accept(digits, key, gather)
+        return digits
+
+    async def _load_audio(self, path: str) -> tuple[bytes, int]:
+        full = Path(path) if Path(path).is_absolute() else (self.flow.base_dir or Path()) / path
+        if full not in self._audio:
+            self._audio[full] = await asyncio.to_thread(_read_wav, full)
+        return self._audio[full]
+
+    # --- transfer and webhook ------------------------------------------------------------
+
+    async def _transfer(self, step: Step, spec: Transfer) -> _Goto | _End:
+        to = self._render(spec.to, step)
+        await self._port.wait_played()  # let "connecting you" finish first
+        if E164.fullmatch(to):
+            if await self._port.transfer(to, spec.timeout):
+                return _End("transfer")
+            logger.warning("%s transfer to %s was not accepted", self._tag, to)
+        else:
+            logger.error("%s step %r: %r is not an E.164 number", self._tag, step.id, to)
+        if step.on_error is not None:
+            return _Goto(step.on_error)
+        return _End("error:transfer failed")
+
+    async def _call_webhook(self, step: Step, spec: Webhook) -> _Answer:
+        payload = {
+            "call_id": self.variables.get("call_id", ""),
+            "carrier": self.variables.get("carrier", ""),
+            "caller": self.variables.get("caller", ""),
+            "callee": self.variables.get("callee", ""),
+            "flow": self.flow.name,
+            "step": step.id,
+            "vars": dict(self.variables),
+        }
+        client = self._http
+        if client is None:
+            client = self._own_http = self._own_http or httpx.AsyncClient()
+        where = _public_part(spec.url)
+        try:
+            # Both clocks: httpx's covers connect/read, asyncio's the whole exchange.
+            async with asyncio.timeout(spec.timeout):
+                response = await client.post(spec.url, json=payload, timeout=spec.timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            raise _WebhookFailed(f"{where}: no answer within {spec.timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise _WebhookFailed(f"{where}: {type(exc).__name__}") from None
+        if not response.is_success:
+            raise _WebhookFailed(f"{where}: HTTP {response.status_code}")
+        try:
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise _WebhookFailed(f"{where}: the answer is not JSON") from None
+        return self._read_answer(body, where, f"HTTP {response.status_code}")
+
+    def _read_answer(self, body: object, where: str, detail: str) -> _Answer:
+        if not isinstance(body, dict):
+            raise _WebhookFailed(f"{where}: the answer is not a JSON object")
+        raw_vars = body.get("vars", {})
+        if not isinstance(raw_vars, dict):
+            raise _WebhookFailed(f"{where}: 'vars' is not an object")
+        values: dict[str, str] = {}
+        for name, value in raw_vars.items():
+            if isinstance(value, bool):
+                values[name] = "true" if value else "false"
+            elif value is None:
+                values[name] = ""
+            elif isinstance(value, str | int | float):
+                values[name] = str(value)
+            else:
+                raise _WebhookFailed(f"{where}: var {name!r} is not a plain value")
+        say, nxt = body.get("say"), body.get("next")
+        if say is not None and not isinstance(say, str):
+            raise _WebhookFailed(f"{where}: 'say' is not text")
+        if nxt is not None and (not isinstance(nxt, str) or nxt not in self.flow.steps):
+            raise _WebhookFailed(f"{where}: 'next' names no step of the flow: {nxt!r}")
+        return _Answer(values, say, nxt, detail)
+
+
+def _accept(digits: str, keys: str, gather: Gather) -> tuple[str, bool]:
+    """Add `keys` to `digits`; done when the finish key came or there are enough digits."""
+    for key in keys:
+        if key == gather.finish_on_key:
+            return digits, True
+        digits += key
+        if len(digits) >= gather.max_digits:
+            return digits, True
+    return digits, False
+
+
+def _read_wav(path: Path) -> tuple[bytes, int]:
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if (wav.getnchannels(), wav.getsampwidth()) != (1, 2):
+                raise FlowRunError(f"{path}: not 16-bit mono PCM WAV")
+            return wav.readframes(wav.getnframes()), wav.getframerate()
+    except (OSError, EOFError, wave.Error) as exc:
+        raise FlowRunError(f"{path}: cannot read audio: {exc}") from None
+
+
+def _public_part(url: str) -> str:
+    """The URL without credentials, query or fragment, which may carry secrets."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
