@@ -1,0 +1,251 @@
+"""The running bridge: shared state, the starlette app, and the stream endpoint every carrier uses.
+
+`Bridge` holds what calls share (settings, flows, the Waves client, the token secret, the set of
+live calls). `create_app` builds the ASGI app with each enabled carrier's routes. A carrier's
+stream route hands its WebSocket to `Bridge.serve_stream` with its own protocol and call control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.websockets import WebSocket, WebSocketState
+
+from telebridge.carriers import CallControl, CarrierStream
+from telebridge.events import ProtocolError, Started
+from telebridge.flows.library import FlowLibrary, UnknownFlow
+from telebridge.session import CallObserver, CallSession, Synthesizer, TransportClosed
+from telebridge.settings import Settings
+from telebridge.tokens import StreamGrant, TokenError, mint_stream_token, read_stream_token
+from telebridge.tts.standin import StandinServer
+from telebridge.tts.waves import SpeechOptions, WavesClient
+
+logger = logging.getLogger(__name__)
+
+# The carrier must say who it is (start / connected) this soon after the upgrade.
+FIRST_MESSAGE_TIMEOUT = 10.0
+# Webhook bodies are small forms or JSON; anything bigger is refused before it is read.
+MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+class StarletteTransport:
+    """A starlette WebSocket as the session's `Transport`."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+
+    async def receive(self) -> str | bytes:
+        try:
+            message = await self._ws.receive()
+        except RuntimeError as exc:  # receive after disconnect
+            raise TransportClosed(str(exc)) from None
+        if message["type"] == "websocket.disconnect":
+            raise TransportClosed(f"closed with code {message.get('code')}")
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        return bytes(message.get("bytes") or b"")
+
+    async def send(self, message: str | bytes) -> None:
+        if self._ws.application_state is not WebSocketState.CONNECTED:
+            raise TransportClosed("socket closed")
+        if isinstance(message, str):
+            await self._ws.send_text(message)
+        else:
+            await self._ws.send_bytes(message)
+
+    async def close(self, code: int = 1000) -> None:
+        if self._ws.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self._ws.close(code)
+
+
+@dataclass
+class Bridge:
+    """What every call of one running server shares."""
+
+    settings: Settings
+    flows: FlowLibrary
+    secret: bytes
+    tts: Synthesizer | None = None
+    observers: list[CallObserver] = field(default_factory=list)
+    calls: dict[str, CallSession] = field(default_factory=dict)
+    http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Bridge:
+        if settings.telebridge_secret is not None:
+            secret = settings.telebridge_secret.get_secret_value().encode()
+        else:
+            secret = secrets.token_bytes(32)
+        flows = FlowLibrary(
+            settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
+        )
+        return cls(settings=settings, flows=flows, secret=secret)
+
+    # --- tokens -----------------------------------------------------------------------
+
+    def stream_url(self, path: str, grant: StreamGrant) -> str:
+        token = mint_stream_token(self.secret, grant, self.settings.telebridge_token_ttl)
+        return f"{self.settings.public_ws_url(path)}?token={token}"
+
+    def public_url(self, path: str) -> str:
+        return self.settings.require_public_url() + path
+
+    def choose_flow(self, requested: str | None, callee: str) -> str:
+        """The flow's name for a new call; raises UnknownFlow."""
+        return self.flows.choose(requested, callee).name
+
+    # --- streams ----------------------------------------------------------------------
+
+    def speech(self) -> SpeechOptions:
+        s = self.settings
+        return SpeechOptions(
+            voice_id=s.waves_voice, model=s.waves_model, language=s.waves_language, speed=s.waves_speed
+        )
+
+    def _notify(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(call_id, kind, fields)
+
+    async def serve_stream(
+        self,
+        ws: WebSocket,
+        *,
+        carrier: str,
+        stream: CarrierStream,
+        control_for: Callable[[StreamGrant, Started], CallControl],
+    ) -> None:
+        """Authorise, start and run one call's stream; returns when the call is over."""
+        try:
+            grant = read_stream_token(self.secret, ws.query_params.get("token", ""), carrier=carrier)
+        except TokenError as exc:
+            logger.warning("%s stream refused: %s", carrier, exc)
+            await ws.close(code=1008)  # before accept: the upgrade is answered 403
+            return
+        await ws.accept()
+        transport = StarletteTransport(ws)
+        started = await self._first_event(transport, stream, grant)
+        if started is None:
+            await transport.close(1008)
+            return
+        if self.tts is None:
+            raise RuntimeError("the bridge has no synthesizer (lifespan not run)")
+        call_id = started.call_id
+        session = CallSession(
+            call_id=call_id,
+            stream=stream,
+            transport=transport,
+            control=control_for(grant, started),
+            tts=self.tts,
+            speech=self.speech(),
+            max_lead=self.settings.telebridge_max_lead_ms / 1000,
+            mark_timeout=self.settings.telebridge_mark_timeout,
+            observer=self._notify,
+        )
+        variables = {
+            **grant.variables,
+            "caller": grant.caller,
+            "callee": grant.callee,
+            "call_id": call_id,
+            "carrier": carrier,
+        }
+        self.calls[call_id] = session
+        self._notify(call_id, "started", {"carrier": carrier, "flow": grant.flow})
+        try:
+            flow = self.flows.get(grant.flow)
+            outcome = await session.run(flow, variables, http=self.http)
+            logger.info("%s call %s ended: %s", carrier, call_id, outcome)
+        except UnknownFlow:
+            logger.error("%s call %s: flow %r is gone", carrier, call_id, grant.flow)
+            await transport.close(1011)
+        finally:
+            self.calls.pop(call_id, None)
+
+    async def _first_event(
+        self, transport: StarletteTransport, stream: CarrierStream, grant: StreamGrant
+    ) -> Started | None:
+        """The carrier's opening message, which must name the call the token was minted for."""
+        try:
+            async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT):
+                message = await transport.receive()
+            events = stream.receive(message)
+        except TimeoutError:
+            logger.warning("%s stream: no start within %ss", grant.carrier, FIRST_MESSAGE_TIMEOUT)
+            return None
+        except TransportClosed:
+            return None
+        except ProtocolError as exc:
+            logger.warning("%s stream: bad opening message: %s", grant.carrier, exc)
+            return None
+        started = next((e for e in events if isinstance(e, Started)), None)
+        if started is None:
+            logger.warning("%s stream: first message is not a start", grant.carrier)
+            return None
+        if started.call_id != grant.call_id:
+            logger.warning(
+                "%s stream refused: token is for call %s, stream is for %s",
+                grant.carrier,
+                grant.call_id,
+                started.call_id,
+            )
+            return None
+        return started
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(bridge: Bridge) -> Starlette:
+    """The ASGI app for `bridge`, with the routes of every enabled carrier."""
+    from telebridge.carriers import plivo_http
+
+    settings = bridge.settings
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes += plivo_http.routes(bridge)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if bridge.tts is not None:
+                pass  # given by the embedding program (tests, benchmarks)
+            elif settings.waves_api_key is None:
+                standin = StandinServer(api_key="sk_" + secrets.token_hex(16))
+                await standin.start()
+                stack.push_async_callback(standin.stop)
+                logger.warning(
+                    "WAVES_API_KEY is not set: speaking with the embedded offline synthesizer "
+                    "(espeak-ng), not Waves"
+                )
+                bridge.tts = await stack.enter_async_context(
+                    WavesClient(
+                        standin.url,
+                        standin.api_key,
+                        first_chunk_timeout=settings.waves_first_chunk_timeout,
+                    )
+                )
+            else:
+                bridge.tts = await stack.enter_async_context(
+                    WavesClient(
+                        settings.waves_url,
+                        settings.waves_api_key.get_secret_value(),
+                        first_chunk_timeout=settings.waves_first_chunk_timeout,
+                    )
+                )
+                logger.info("speaking with Waves at %s", settings.waves_url)
+            bridge.http = await stack.enter_async_context(httpx.AsyncClient())
+            yield
+
+    return Starlette(routes=routes, lifespan=lifespan)

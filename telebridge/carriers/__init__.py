@@ -1,0 +1,51 @@
+"""Carriers: each module turns one carrier's stream protocol into neutral call events and back.
+
+`CarrierStream` is the sans-I/O shape every carrier's stream protocol has; `CallControl` is the
+carrier's out-of-band control of one call (REST hangup and transfer). The session knows nothing
+else of a carrier.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from telebridge.audio import Codec
+from telebridge.events import CallEvent, WireMessage
+
+
+class CarrierStream(Protocol):
+    """One call's media stream, without I/O: messages in, events out; commands in, messages out."""
+
+    carrier: str
+    codec: Codec
+    sample_rate: int
+    # How many 20 ms frames one outgoing audio message may carry.
+    max_frames_per_message: int
+
+    def receive(self, message: str | bytes) -> list[CallEvent]:
+        """Events in a message from the carrier; raises ProtocolError for a malformed one."""
+        ...
+
+    def play(self, frames: bytes) -> list[WireMessage]:
+        """Messages that queue `frames` (whole encoded frames, at most max_frames_per_message)."""
+        ...
+
+    def mark(self, name: str) -> list[WireMessage]:
+        """Messages asking the carrier to report `Played(name)` once what precedes has played."""
+        ...
+
+    def clear(self) -> list[WireMessage]:
+        """Messages that empty the carrier's playback queue now."""
+        ...
+
+
+class CallControl(Protocol):
+    """Out-of-band control of one call through the carrier's REST API."""
+
+    async def hangup(self) -> None:
+        """End the call; a call that has already ended is not an error."""
+        ...
+
+    async def transfer(self, to: str, timeout: float) -> bool:
+        """Connect the caller to `to`; True when the carrier accepted the transfer."""
+        ...

@@ -1,0 +1,179 @@
+"""Plivo's I/O edge: the answer, hangup, stream-status and transfer webhooks and the stream route.
+
+Every webhook is checked against `X-Plivo-Signature-V3` computed over the public URL
+(`TELEBRIDGE_PUBLIC_URL` + path + query), never the Host header a proxy forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from telebridge.carriers import plivo
+from telebridge.carriers.plivo_rest import PlivoRest
+from telebridge.events import Started
+from telebridge.flows.library import UnknownFlow
+from telebridge.tokens import StreamGrant, TokenError, sign_claims, verify_claims
+
+if TYPE_CHECKING:
+    from telebridge.app import Bridge
+
+logger = logging.getLogger(__name__)
+
+XML = "application/xml"
+
+
+class PlivoCallControl:
+    """Hang up and transfer one Plivo call through the REST API."""
+
+    def __init__(self, bridge: Bridge, rest: PlivoRest, call_uuid: str) -> None:
+        self._bridge = bridge
+        self._rest = rest
+        self._uuid = call_uuid
+
+    async def hangup(self) -> None:
+        ended = await self._rest.hangup(self._uuid)
+        logger.info("plivo call %s: %s", self._uuid, "hung up" if ended else "had already ended")
+
+    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
+        claims = {"to": to, "id": self._uuid, "t": int(timeout)}
+        token = sign_claims(self._bridge.secret, claims)
+        await self._rest.transfer(self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}"))
+        return True
+
+
+def routes(bridge: Bridge) -> list[BaseRoute]:
+    settings = bridge.settings
+    if not settings.plivo_enabled:
+        logger.warning("Plivo is disabled: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN to take Plivo calls")
+        return [
+            Route(path, _disabled, methods=["GET", "POST"])
+            for path in ("/plivo/answer", "/plivo/hangup", "/plivo/stream-status", "/plivo/transfer")
+        ] + [WebSocketRoute("/plivo/stream", _disabled_ws)]
+    assert settings.plivo_auth_id and settings.plivo_auth_token
+    auth_token = settings.plivo_auth_token.get_secret_value()
+    rest = PlivoRest(settings.plivo_auth_id, auth_token, settings.plivo_api_url)
+
+    def signed(
+        handler: Callable[[Request, dict[str, str]], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            from telebridge.app import MAX_WEBHOOK_BYTES
+
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES):
+                return PlainTextResponse("request too large", status_code=413)
+            params: dict[str, str] = {}
+            if request.method == "POST":
+                body = await request.body()
+                if len(body) > MAX_WEBHOOK_BYTES:
+                    return PlainTextResponse("request too large", status_code=413)
+                try:
+                    pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=200)
+                except (UnicodeDecodeError, ValueError):
+                    return PlainTextResponse("bad form body", status_code=400)
+                params = dict(pairs)
+            url = bridge.public_url(request.url.path)
+            if request.url.query:
+                url += "?" + request.url.query
+            ok = plivo.signature_valid(
+                method=request.method,
+                url=url,
+                params=params,
+                signature=request.headers.get("x-plivo-signature-v3"),
+                nonce=request.headers.get("x-plivo-signature-v3-nonce"),
+                auth_token=auth_token,
+            )
+            if not ok:
+                logger.warning("plivo %s: refused a request without a valid signature", request.url.path)
+                return PlainTextResponse("invalid signature", status_code=403)
+            if request.method == "GET":
+                params = dict(request.query_params)
+            return await handler(request, params)
+
+        return endpoint
+
+    async def answer(request: Request, params: dict[str, str]) -> Response:
+        call_uuid = params.get("CallUUID", "")
+        if params.get("CallStatus") == "completed":
+            logger.info("plivo call %s: completed (answer URL used as hangup URL)", call_uuid)
+            return Response(plivo.empty_xml(), media_type=XML)
+        if not call_uuid:
+            return PlainTextResponse("CallUUID missing", status_code=400)
+        caller, callee = params.get("From", ""), params.get("To", "")
+        variables: dict[str, str] = {}
+        signed_vars = request.query_params.get("vars")
+        if signed_vars:
+            try:
+                claims = verify_claims(bridge.secret, signed_vars)
+                variables = {str(k): str(v) for k, v in dict(claims.get("v", {})).items()}
+            except (TokenError, TypeError, ValueError):
+                logger.warning("plivo call %s: ignoring call variables with a bad signature", call_uuid)
+        try:
+            flow = bridge.choose_flow(request.query_params.get("flow"), callee)
+        except UnknownFlow as exc:
+            logger.error("plivo call %s: no flow named %s", call_uuid, exc)
+            return Response(plivo.refusal_xml("Sorry, this number is not set up."), media_type=XML)
+        grant = StreamGrant(
+            carrier="plivo",
+            call_id=call_uuid,
+            flow=flow,
+            caller=caller,
+            callee=callee,
+            variables=variables,
+        )
+        logger.info("plivo call %s: answering from %s to %s with flow %s", call_uuid, caller, callee, flow)
+        xml = plivo.answer_xml(
+            bridge.stream_url("/plivo/stream", grant), bridge.public_url("/plivo/stream-status")
+        )
+        return Response(xml, media_type=XML)
+
+    async def hangup(request: Request, params: dict[str, str]) -> Response:
+        cause = params.get("HangupCauseName") or params.get("HangupCause") or ""
+        logger.info(
+            "plivo call %s: hangup (%s, %s s)", params.get("CallUUID"), cause, params.get("Duration")
+        )
+        return PlainTextResponse("ok")
+
+    async def stream_status(request: Request, params: dict[str, str]) -> Response:
+        logger.info("plivo stream status: %s", {k: params[k] for k in sorted(params)[:12]})
+        return PlainTextResponse("ok")
+
+    async def transfer(request: Request, params: dict[str, str]) -> Response:
+        try:
+            claims = verify_claims(bridge.secret, request.query_params.get("t", ""))
+            to = str(claims["to"])
+        except (TokenError, KeyError):
+            return PlainTextResponse("bad transfer token", status_code=403)
+        return Response(plivo.dial_xml(to), media_type=XML)
+
+    async def stream(ws: WebSocket) -> None:
+        def control(grant: StreamGrant, started: Started) -> PlivoCallControl:
+            return PlivoCallControl(bridge, rest, started.call_id)
+
+        await bridge.serve_stream(ws, carrier="plivo", stream=plivo.PlivoStream(), control_for=control)
+
+    return [
+        Route("/plivo/answer", signed(answer), methods=["GET", "POST"]),
+        Route("/plivo/hangup", signed(hangup), methods=["POST"]),
+        Route("/plivo/stream-status", signed(stream_status), methods=["POST"]),
+        Route("/plivo/transfer", signed(transfer), methods=["GET", "POST"]),
+        WebSocketRoute("/plivo/stream", stream),
+    ]
+
+
+async def _disabled(request: Request) -> Response:
+    return PlainTextResponse(
+        "Plivo is not configured on this bridge (PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN)", status_code=503
+    )
+
+
+async def _disabled_ws(ws: WebSocket) -> None:
+    await ws.close(code=1008)

@@ -1,0 +1,137 @@
+"""The `telebridge` command: serve, simulate, flows check, calls, call, campaign, configure.
+
+User mistakes (arguments, settings, flow files) end with one line naming what to fix and exit 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from telebridge import __version__
+from telebridge.settings import ConfigError, Settings, load_settings
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (exit 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class UsageError(Exception):
+    """A bad argument or setting found after parsing; the message is the whole story."""
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # websockets logs frames (and headers) at debug level: never let that through.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+# --- serve -----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from telebridge.app import Bridge, create_app
+    from telebridge.flows import FlowError
+
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["telebridge_host"] = args.host
+    if args.port is not None:
+        overrides["telebridge_port"] = args.port
+    settings = _settings(args, **overrides)
+    setup_logging(settings.telebridge_log_level)
+    settings.require_public_url()
+    try:
+        bridge = Bridge.from_settings(settings)
+    except FlowError as exc:
+        raise UsageError(f"refusing to start, the flows have errors:\n{exc}") from None
+    app = create_app(bridge)
+    uvicorn.run(
+        app,
+        host=settings.telebridge_host,
+        port=settings.telebridge_port,
+        log_level=settings.telebridge_log_level,
+        ws_max_size=1024 * 1024,
+        proxy_headers=True,
+    )
+    return 0
+
+
+# --- flows check -----------------------------------------------------------------------
+
+
+def cmd_flows_check(args: argparse.Namespace) -> int:
+    from telebridge.flows import check_files
+
+    errors, warnings = check_files([Path(p) for p in args.files])
+    for problem in warnings:
+        print(f"warning: {problem}")
+    for problem in errors:
+        print(str(problem))
+    if errors:
+        return 1
+    print(f"{len(args.files)} flow file(s) OK" + (f", {len(warnings)} warning(s)" if warnings else ""))
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="telebridge", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"telebridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help: str, handler: Callable[[argparse.Namespace], int]) -> _Parser:
+        p: _Parser = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        p.add_argument("--config", help="YAML settings file (also TELEBRIDGE_CONFIG)")
+        return p
+
+    serve = add("serve", "run the bridge (uvicorn)", cmd_serve)
+    serve.add_argument("--host", help="listen address (default 0.0.0.0 or TELEBRIDGE_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080 or TELEBRIDGE_PORT)")
+
+    flows = sub.add_parser("flows", help="work with flow files", description="work with flow files")
+    flows_sub = flows.add_subparsers(dest="flows_command", metavar="ACTION", parser_class=_Parser)
+    flows_sub.required = True
+    check = flows_sub.add_parser(
+        "check", help="validate flow files", description="validate flow files: exit 0 when valid"
+    )
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(handler=cmd_flows_check)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"telebridge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
