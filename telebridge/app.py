@@ -112,7 +112,10 @@ class Bridge:
     def speech(self) -> SpeechOptions:
         s = self.settings
         return SpeechOptions(
-            voice_id=s.waves_voice, model=s.waves_model, language=s.waves_language, speed=s.waves_speed
+            voice_id=s.waves_voice,
+            model=s.waves_model,
+            language=s.waves_language,
+            speed=s.waves_speed,
         )
 
     def _notify(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
@@ -129,7 +132,9 @@ class Bridge:
     ) -> None:
         """Authorise, start and run one call's stream; returns when the call is over."""
         try:
-            grant = read_stream_token(self.secret, ws.query_params.get("token", ""), carrier=carrier)
+            grant = read_stream_token(
+                self.secret, ws.query_params.get("token", ""), carrier=carrier
+            )
         except TokenError as exc:
             logger.warning("%s stream refused: %s", carrier, exc)
             await ws.close(code=1008)  # before accept: the upgrade is answered 403

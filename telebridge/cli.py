@@ -90,8 +90,50 @@ def cmd_flows_check(args: argparse.Namespace) -> int:
         print(str(problem))
     if errors:
         return 1
-    print(f"{len(args.files)} flow file(s) OK" + (f", {len(warnings)} warning(s)" if warnings else ""))
+    print(
+        f"{len(args.files)} flow file(s) OK" + (f", {len(warnings)} warning(s)" if warnings else "")
+    )
     return 0
+
+
+# --- simulate --------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from telebridge.simulator import command
+
+    settings = _settings(args)
+    setup_logging("debug" if args.verbose else "error")
+    if args.url is None:
+        # The in-process bridge serves the flows: refuse a bad flow before placing the call.
+        from telebridge.flows import FlowError
+        from telebridge.flows.library import FlowLibrary, UnknownFlow
+
+        try:
+            library = FlowLibrary(
+                settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
+            )
+            if args.flow:
+                library.get(args.flow)
+        except FlowError as exc:
+            raise UsageError(f"the flows have errors:\n{exc}") from None
+        except UnknownFlow:
+            raise UsageError(
+                f"--flow: no flow named {args.flow!r} in {settings.telebridge_flows_dir} "
+                f"(have: {', '.join(library.names)})"
+            ) from None
+    bad = set(args.digits) - set("0123456789*#ABCDw")
+    if bad:
+        raise UsageError(f"--digits: {''.join(sorted(bad))!r} are not keys (0-9 * # A-D, w to skip)")
+    return command.run(
+        settings,
+        carrier=args.carrier,
+        flow=args.flow,
+        digits=args.digits,
+        out=Path(args.out) if args.out else None,
+        as_json=args.json,
+        url=args.url.rstrip("/") if args.url else None,
+    )
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -112,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", "run the bridge (uvicorn)", cmd_serve)
     serve.add_argument("--host", help="listen address (default 0.0.0.0 or TELEBRIDGE_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default 8080 or TELEBRIDGE_PORT)")
+
+    sim = add("simulate", "place a simulated call through the real server stack", cmd_simulate)
+    sim.add_argument("--carrier", choices=["plivo", "vonage"], required=True)
+    sim.add_argument("--flow", help="flow name (default: TELEBRIDGE_FLOW)")
+    sim.add_argument(
+        "--digits", default="", help="keys the caller presses, one per prompt (w: let one pass)"
+    )
+    sim.add_argument("--out", metavar="FILE.wav", help="write what the caller heard")
+    sim.add_argument("--json", action="store_true", help="print the timeline as JSON lines")
+    sim.add_argument("--url", help="call a running bridge at this public URL instead")
+    sim.add_argument("--verbose", action="store_true", help="show the bridge's logs")
 
     flows = sub.add_parser("flows", help="work with flow files", description="work with flow files")
     flows_sub = flows.add_subparsers(dest="flows_command", metavar="ACTION", parser_class=_Parser)

@@ -306,7 +306,9 @@ class CallSession:
     async def _send_loop(self) -> None:
         fb = self._frame_bytes
         per_message = self._stream.max_frames_per_message
-        paced_until = 0.0  # the bridge holds audio back on purpose while the carrier's queue is full
+        paced_until = (
+            0.0  # the bridge holds audio back on purpose while the carrier's queue is full
+        )
         while True:
             if self._urgent:
                 await self._send([self._urgent.popleft()])
@@ -380,7 +382,7 @@ class CallSession:
             return  # interrupted by a key: nothing more of this prompt
         exc = task.exception()
         if exc is not None:
-            self._emit("tts_error", kind=getattr(exc, "kind", type(exc).__name__))
+            self._emit("tts_error", error=getattr(exc, "kind", type(exc).__name__))
             raise exc
         self._finish_prompt()
 
@@ -419,7 +421,7 @@ class CallSession:
 
     async def pause(self, seconds: float) -> None:
         self._start_prompt(self._interruptible)
-        frames = int(round(seconds / 0.02))
+        frames = round(seconds / 0.02)
         encoder = FrameEncoder(
             src_rate=self._stream.sample_rate,
             dst_rate=self._stream.sample_rate,
@@ -467,9 +469,7 @@ class CallSession:
             except TimeoutError:
                 if self._outbox:
                     continue  # synthesis is still feeding: the mark is not even sent yet
-                logger.warning(
-                    "call %s: carrier never confirmed %s; going on", self.call_id, name
-                )
+                logger.warning("call %s: carrier never confirmed %s; going on", self.call_id, name)
                 self._emit("mark_timeout", mark=name)
                 self._marks.pop(name or "", None)
                 return True

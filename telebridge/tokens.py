@@ -68,7 +68,9 @@ class StreamGrant:
     expires: float = 0.0
 
 
-def mint_stream_token(secret: bytes, grant: StreamGrant, ttl: float, now: float | None = None) -> str:
+def mint_stream_token(
+    secret: bytes, grant: StreamGrant, ttl: float, now: float | None = None
+) -> str:
     now = time.time() if now is None else now
     claims = {
         "c": grant.carrier,

@@ -46,6 +46,6 @@ class CallControl(Protocol):
         """End the call; a call that has already ended is not an error."""
         ...
 
-    async def transfer(self, to: str, timeout: float) -> bool:
+    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
         """Connect the caller to `to`; True when the carrier accepted the transfer."""
         ...

@@ -52,10 +52,17 @@ class PlivoCallControl:
 def routes(bridge: Bridge) -> list[BaseRoute]:
     settings = bridge.settings
     if not settings.plivo_enabled:
-        logger.warning("Plivo is disabled: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN to take Plivo calls")
+        logger.warning(
+            "Plivo is disabled: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN to take Plivo calls"
+        )
         return [
             Route(path, _disabled, methods=["GET", "POST"])
-            for path in ("/plivo/answer", "/plivo/hangup", "/plivo/stream-status", "/plivo/transfer")
+            for path in (
+                "/plivo/answer",
+                "/plivo/hangup",
+                "/plivo/stream-status",
+                "/plivo/transfer",
+            )
         ] + [WebSocketRoute("/plivo/stream", _disabled_ws)]
     assert settings.plivo_auth_id and settings.plivo_auth_token
     auth_token = settings.plivo_auth_token.get_secret_value()
@@ -92,7 +99,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
                 auth_token=auth_token,
             )
             if not ok:
-                logger.warning("plivo %s: refused a request without a valid signature", request.url.path)
+                logger.warning(
+                    "plivo %s: refused a request without a valid signature", request.url.path
+                )
                 return PlainTextResponse("invalid signature", status_code=403)
             if request.method == "GET":
                 params = dict(request.query_params)
@@ -115,7 +124,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
                 claims = verify_claims(bridge.secret, signed_vars)
                 variables = {str(k): str(v) for k, v in dict(claims.get("v", {})).items()}
             except (TokenError, TypeError, ValueError):
-                logger.warning("plivo call %s: ignoring call variables with a bad signature", call_uuid)
+                logger.warning(
+                    "plivo call %s: ignoring call variables with a bad signature", call_uuid
+                )
         try:
             flow = bridge.choose_flow(request.query_params.get("flow"), callee)
         except UnknownFlow as exc:
@@ -129,7 +140,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             callee=callee,
             variables=variables,
         )
-        logger.info("plivo call %s: answering from %s to %s with flow %s", call_uuid, caller, callee, flow)
+        logger.info(
+            "plivo call %s: answering from %s to %s with flow %s", call_uuid, caller, callee, flow
+        )
         xml = plivo.answer_xml(
             bridge.stream_url("/plivo/stream", grant), bridge.public_url("/plivo/stream-status")
         )
@@ -138,7 +151,10 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
     async def hangup(request: Request, params: dict[str, str]) -> Response:
         cause = params.get("HangupCauseName") or params.get("HangupCause") or ""
         logger.info(
-            "plivo call %s: hangup (%s, %s s)", params.get("CallUUID"), cause, params.get("Duration")
+            "plivo call %s: hangup (%s, %s s)",
+            params.get("CallUUID"),
+            cause,
+            params.get("Duration"),
         )
         return PlainTextResponse("ok")
 
@@ -158,7 +174,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         def control(grant: StreamGrant, started: Started) -> PlivoCallControl:
             return PlivoCallControl(bridge, rest, started.call_id)
 
-        await bridge.serve_stream(ws, carrier="plivo", stream=plivo.PlivoStream(), control_for=control)
+        await bridge.serve_stream(
+            ws, carrier="plivo", stream=plivo.PlivoStream(), control_for=control
+        )
 
     return [
         Route("/plivo/answer", signed(answer), methods=["GET", "POST"]),

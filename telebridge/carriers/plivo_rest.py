@@ -29,7 +29,9 @@ class _Rebase(HTTPAdapter):
         super().__init__()
         self._base = base.rstrip("/")
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         url = request.url or ""
         if url.startswith(SDK_BASE):
             request.url = self._base + url[len(SDK_BASE) :]

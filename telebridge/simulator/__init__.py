@@ -1,1 +1,1 @@
-"""Simulated carriers, fake carrier APIs and an in-process bridge: for `simulate`, demos and tests."""
+"""Simulated carriers, fake carrier APIs and an in-process bridge, for `simulate` and tests."""

@@ -22,7 +22,7 @@ from telebridge.simulator.plivo import PlivoCall
 from telebridge.simulator.serving import ServedApp, bind_loopback
 
 SIM_PLIVO_AUTH_ID = "MA" + "SIMULATED" + "0" * 9
-SIM_PLIVO_AUTH_TOKEN = "simulated-plivo-token"  # noqa: S105 - a made-up credential for local calls
+SIM_PLIVO_AUTH_TOKEN = "simulated-plivo-token"
 
 
 class LocalBridge:
@@ -71,7 +71,7 @@ class LocalBridge:
         }
         values.update(self._overrides)
         if self._base_settings is not None:
-            settings = self._base_settings.model_copy(update=values)
+            settings = load_settings(None, **{**self._base_settings.model_dump(), **values})
         else:
             settings = load_settings(None, **values)
         self.bridge = Bridge.from_settings(settings)

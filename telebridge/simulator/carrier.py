@@ -1,4 +1,4 @@
-"""A simulated carrier and caller: what a real Plivo or Vonage call does to the bridge, over real sockets.
+"""A simulated carrier and caller: what a real call does to the bridge, over real sockets.
 
 `SimulatedCall` drives one call: the signed answer webhook, the media stream WebSocket, caller
 audio at 50 frames a second, key presses, and a playback queue that plays in real time, answers
@@ -99,7 +99,7 @@ class SimulatedCall(ABC):
 
     @abstractmethod
     def parse(self, message: str | bytes) -> tuple[str, Any]:
-        """("audio", bytes) | ("mark", name) | ("clear", None) | ("other", text); may add violations."""
+        """("audio", bytes), ("mark", name), ("clear", None) or ("other", x); may add violations."""
 
     @abstractmethod
     def caller_frame(self) -> str | bytes: ...
@@ -116,7 +116,7 @@ class SimulatedCall(ABC):
     def stop_message(self) -> str | None:
         return None
 
-    async def after_end(self, http: httpx.AsyncClient) -> None:
+    async def after_end(self, http: httpx.AsyncClient) -> None:  # noqa: B027 - optional hook
         """Carrier callbacks after the call (hangup / completed events)."""
 
     # --- running ---------------------------------------------------------------------

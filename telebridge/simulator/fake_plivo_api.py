@@ -11,7 +11,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +35,13 @@ class FakePlivoApi:
     auth_token: str
     requests: list[RecordedRequest] = field(default_factory=list)
     ended: set[str] = field(default_factory=set)
-    on_hangup: Callable[[str], Awaitable[None]] | None = None
+    on_hangup: Callable[[str], Coroutine[Any, Any, None]] | None = None
     on_transfer: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
     fail_status: int | None = None  # answer every request with this status
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def app(self) -> Starlette:
-        base = f"/v1/Account/{{auth_id}}/Call"
+        base = "/v1/Account/{auth_id}/Call"
         return Starlette(
             routes=[
                 Route(base + "/", self._create, methods=["POST"]),
@@ -67,7 +67,9 @@ class FakePlivoApi:
 
     def _refusal(self, request: Request) -> Response | None:
         if not self._authorised(request):
-            return JSONResponse({"api_id": str(uuid.uuid4()), "error": "authentication failed"}, 401)
+            return JSONResponse(
+                {"api_id": str(uuid.uuid4()), "error": "authentication failed"}, 401
+            )
         if self.fail_status is not None:
             return JSONResponse({"api_id": str(uuid.uuid4()), "error": "failure"}, self.fail_status)
         return None
@@ -78,7 +80,11 @@ class FakePlivoApi:
         if refusal is not None:
             return refusal
         return JSONResponse(
-            {"api_id": str(uuid.uuid4()), "message": "call fired", "request_uuid": str(uuid.uuid4())},
+            {
+                "api_id": str(uuid.uuid4()),
+                "message": "call fired",
+                "request_uuid": str(uuid.uuid4()),
+            },
             201,
         )
 
@@ -100,6 +106,4 @@ class FakePlivoApi:
             return Response(status_code=204)
         if self.on_transfer is not None:
             await self.on_transfer(call_uuid, entry.body)
-        return JSONResponse(
-            {"api_id": str(uuid.uuid4()), "message": "call transferred"}, 202
-        )
+        return JSONResponse({"api_id": str(uuid.uuid4()), "message": "call transferred"}, 202)

@@ -25,7 +25,9 @@ from telebridge.simulator.carrier import CallScript, SimulatedCall
 MAX_PAYLOAD_B64 = 16 * 1024
 
 
-def plivo_v3_signature(method: str, url: str, params: dict[str, str], nonce: str, token: str) -> str:
+def plivo_v3_signature(
+    method: str, url: str, params: dict[str, str], nonce: str, token: str
+) -> str:
     """X-Plivo-Signature-V3 for a request Plivo makes to `url` with form `params`."""
     parts = urlsplit(url)
     base = f"{parts.scheme}://{parts.netloc}{parts.path}"
@@ -150,7 +152,9 @@ class PlivoCall(SimulatedCall):
         if event == "playAudio":
             media = data.get("media") or {}
             if media.get("contentType") != "audio/x-mulaw" or media.get("sampleRate") != 8000:
-                self.violation(f"playAudio format {media.get('contentType')}/{media.get('sampleRate')}")
+                self.violation(
+                    f"playAudio format {media.get('contentType')}/{media.get('sampleRate')}"
+                )
             payload = media.get("payload", "")
             if len(payload) > MAX_PAYLOAD_B64:
                 self.violation(f"playAudio payload of {len(payload)} base64 bytes")
@@ -195,22 +199,37 @@ class PlivoCall(SimulatedCall):
                 "event": "dtmf",
                 "sequenceNumber": self._next_seq(),
                 "streamId": self.stream_id,
-                "dtmf": {"track": "inbound", "digit": digit, "timestamp": str(int(time.time() * 1000))},
+                "dtmf": {
+                    "track": "inbound",
+                    "digit": digit,
+                    "timestamp": str(int(time.time() * 1000)),
+                },
             }
         )
 
     def played_message(self, name: str) -> str:
         return json.dumps(
-            {"event": "playedStream", "sequenceNumber": self._next_seq(), "streamId": self.stream_id, "name": name}
+            {
+                "event": "playedStream",
+                "sequenceNumber": self._next_seq(),
+                "streamId": self.stream_id,
+                "name": name,
+            }
         )
 
     def cleared_message(self) -> str:
         return json.dumps(
-            {"event": "clearedAudio", "sequenceNumber": self._next_seq(), "streamId": self.stream_id}
+            {
+                "event": "clearedAudio",
+                "sequenceNumber": self._next_seq(),
+                "streamId": self.stream_id,
+            }
         )
 
     def stop_message(self) -> str:
-        return json.dumps({"event": "stop", "sequenceNumber": self._next_seq(), "streamId": self.stream_id})
+        return json.dumps(
+            {"event": "stop", "sequenceNumber": self._next_seq(), "streamId": self.stream_id}
+        )
 
     async def after_end(self, http: httpx.AsyncClient) -> None:
         if self.result.stream_opened_at is None:
@@ -230,5 +249,7 @@ class PlivoCall(SimulatedCall):
             "HangupCauseName": cause,
             "HangupSource": "Callee" if self.result.ended_by == "rest-hangup" else "Caller",
         }
-        response = await http.post(url, data=params, headers=signed_headers("POST", url, params, self.auth_token))
+        response = await http.post(
+            url, data=params, headers=signed_headers("POST", url, params, self.auth_token)
+        )
         self.note("hangup_callback", status=response.status_code)

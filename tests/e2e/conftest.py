@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the real bridge on a loopback port, the Waves stand-in, simulated carriers."""
+"""End-to-end fixtures: the real bridge on a loopback port, the Waves stand-in, fake carriers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plivo calls end to end: real server, real WebSockets, the Waves stand-in, a fake Plivo REST API."""
+"""Plivo calls end to end: real server and WebSockets, the Waves stand-in, a fake Plivo API."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from telebridge.simulator.carrier import CallScript
 from telebridge.simulator.plivo import PlivoCall, signed_headers
 from telebridge.tokens import StreamGrant, mint_stream_token
 from tests.e2e.conftest import MakeBridge, mulaw_of
+
 
 async def released(lb: LocalBridge) -> None:
     """The bridge lets go of every call shortly after the carrier's side has closed."""
@@ -75,7 +76,9 @@ async def test_key_during_prompt_clears_and_routes(make_bridge: MakeBridge) -> N
     assert first.mark is None and mulaw_of(MENU).startswith(first.audio)
     assert [p.audio for p in rest] == [mulaw_of("Nine to five."), mulaw_of("Goodbye.")]
     # What the caller heard: about half a second of the menu, then the rest exactly.
-    heard_menu = result.heard[: len(result.heard) - len(mulaw_of("Nine to five.") + mulaw_of("Goodbye."))]
+    heard_menu = result.heard[
+        : len(result.heard) - len(mulaw_of("Nine to five.") + mulaw_of("Goodbye."))
+    ]
     assert mulaw_of(MENU).startswith(heard_menu)
     assert 0.3 < len(heard_menu) / 8000 < 0.8
     assert result.ended_by == "rest-hangup"
@@ -133,7 +136,12 @@ async def test_caller_hanging_up_mid_prompt_releases_the_call(make_bridge: MakeB
 
 
 def _answer_params(call_id: str = "c0ffee00-0000-4000-8000-000000000001") -> dict[str, str]:
-    return {"CallUUID": call_id, "From": "14155550100", "To": "14155550199", "CallStatus": "ringing"}
+    return {
+        "CallUUID": call_id,
+        "From": "14155550100",
+        "To": "14155550199",
+        "CallStatus": "ringing",
+    }
 
 
 async def test_unsigned_and_forged_answers_get_403(make_bridge: MakeBridge) -> None:
@@ -142,7 +150,9 @@ async def test_unsigned_and_forged_answers_get_403(make_bridge: MakeBridge) -> N
     params = _answer_params()
     async with httpx.AsyncClient() as http:
         unsigned = await http.post(url, data=params)
-        forged = await http.post(url, data=params, headers=signed_headers("POST", url, params, "wrong"))
+        forged = await http.post(
+            url, data=params, headers=signed_headers("POST", url, params, "wrong")
+        )
         other_params = await http.post(
             url,
             data={**params, "From": "19995550000"},
@@ -240,7 +250,9 @@ async def test_expired_token_is_refused(make_bridge: MakeBridge) -> None:
             pass
 
 
-async def test_token_for_another_call_is_closed_with_1008_before_audio(make_bridge: MakeBridge) -> None:
+async def test_token_for_another_call_is_closed_with_1008_before_audio(
+    make_bridge: MakeBridge,
+) -> None:
     lb = await make_bridge()
     assert lb.bridge is not None
     grant = StreamGrant(carrier="plivo", call_id="call-1", flow="greet")
@@ -271,8 +283,14 @@ async def test_bad_messages_on_a_stream_are_dropped_and_the_call_goes_on(
     grant = StreamGrant(carrier="plivo", call_id="call-9", flow="greet")
     async with connect(lb.bridge.stream_url("/plivo/stream", grant)) as ws:
         await ws.send(_start("call-9"))
-        for junk in ("not json", "[]", '{"event":"dtmf","dtmf":{"digit":"x"}}', b"\x00\x01",
-                     '{"event":"media","media":{"payload":"***"}}', '{"event":"mystery"}'):
+        for junk in (
+            "not json",
+            "[]",
+            '{"event":"dtmf","dtmf":{"digit":"x"}}',
+            b"\x00\x01",
+            '{"event":"media","media":{"payload":"***"}}',
+            '{"event":"mystery"}',
+        ):
             await ws.send(junk)
         audio = 0
         async for message in ws:
