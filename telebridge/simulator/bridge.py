@@ -8,7 +8,6 @@ exercise the same code a production call does.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +19,11 @@ from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
 from telebridge.simulator.plivo import PlivoCall
 from telebridge.simulator.serving import ServedApp, bind_loopback
+from telebridge.simulator.vonage import VonageCall
 
 SIM_PLIVO_AUTH_ID = "MA" + "SIMULATED" + "0" * 9
-SIM_PLIVO_AUTH_TOKEN = "simulated-plivo-token"
+SIM_PLIVO_AUTH_TOKEN = "simulated-plivo-token"  # made-up credentials for local calls
+SIM_VONAGE_SECRET = "simulated-vonage-signature-secret"
 
 
 class LocalBridge:
@@ -68,6 +69,7 @@ class LocalBridge:
             "plivo_auth_id": SIM_PLIVO_AUTH_ID,
             "plivo_auth_token": SIM_PLIVO_AUTH_TOKEN,
             "plivo_api_url": plivo_api.url,
+            "vonage_signature_secret": SIM_VONAGE_SECRET,
         }
         values.update(self._overrides)
         if self._base_settings is not None:
@@ -97,10 +99,13 @@ class LocalBridge:
         self._calls[call.result.call_id] = call
         return call
 
+    def vonage_call(self, script: CallScript | None = None, **kwargs: Any) -> VonageCall:
+        secret = self.settings.vonage_signature_secret
+        kwargs.setdefault("rate", self.settings.vonage_audio_rate)
+        call = VonageCall(self.url, secret.get_secret_value() if secret else None, script, **kwargs)
+        self._calls[call.result.call_id] = call
+        return call
+
     async def run(self, call: SimulatedCall) -> SimResult:
         self._calls[call.result.call_id] = call
         return await call.run(self.http)
-
-
-def flows_dir_default() -> Path:
-    return Path("config/flows")

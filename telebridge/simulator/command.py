@@ -159,6 +159,8 @@ def run(
             print(f"protocol violation: {violation}", file=sys.stderr)
         return 1
     if result.ended_by == "refused":
-        print(f"the bridge refused the call (answer status {result.answer_status})", file=sys.stderr)
+        print(
+            f"the bridge refused the call (answer status {result.answer_status})", file=sys.stderr
+        )
         return 1
     return 0
