@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.websockets import WebSocket, WebSocketState
 
+from telebridge.calllog import CallLog
 from telebridge.carriers import CallControl, CarrierStream
 from telebridge.events import ProtocolError, Started
 from telebridge.flows.library import FlowLibrary, UnknownFlow
@@ -82,6 +83,7 @@ class Bridge:
     observers: list[CallObserver] = field(default_factory=list)
     calls: dict[str, CallSession] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
+    calllog: CallLog | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bridge:
@@ -168,15 +170,45 @@ class Bridge:
         }
         self.calls[call_id] = session
         self._notify(call_id, "started", {"carrier": carrier, "flow": grant.flow})
+        recorder = None
+        if self.calllog is not None:
+            recorder = self.calllog.start_call(
+                carrier=carrier,
+                call_id=call_id,
+                direction=grant.variables.get("direction", "inbound"),
+                from_number=grant.caller,
+                to_number=grant.callee,
+                flow=grant.flow,
+                variables=dict(grant.variables),
+            )
+        outcome = "error"
         try:
             flow = self.flows.get(grant.flow)
-            outcome = await session.run(flow, variables, http=self.http)
+            outcome = await session.run(flow, variables, recorder=recorder, http=self.http)
             logger.info("%s call %s ended: %s", carrier, call_id, outcome)
         except UnknownFlow:
             logger.error("%s call %s: flow %r is gone", carrier, call_id, grant.flow)
+            outcome = "error:unknown flow"
             await transport.close(1011)
         finally:
             self.calls.pop(call_id, None)
+            if recorder is not None:
+                recorder.finish(outcome)
+
+    def record_hangup(
+        self, carrier: str, call_id: str, cause: str, duration: float | None, **numbers: str
+    ) -> None:
+        """A carrier's hangup/completed callback: the call log keeps its cause and duration."""
+        if self.calllog is None or not call_id:
+            return
+        self.calllog.record_hangup(
+            carrier,
+            call_id,
+            cause,
+            duration,
+            from_number=numbers.get("from_number"),
+            to_number=numbers.get("to_number"),
+        )
 
     async def _first_event(
         self, transport: StarletteTransport, stream: CarrierStream, grant: StreamGrant
@@ -251,6 +283,10 @@ def create_app(bridge: Bridge) -> Starlette:
                 )
                 logger.info("speaking with Waves at %s", settings.waves_url)
             bridge.http = await stack.enter_async_context(httpx.AsyncClient())
+            if bridge.calllog is None:
+                calllog = CallLog.from_settings(settings)
+                bridge.calllog = calllog
+                stack.push_async_callback(asyncio.to_thread, calllog.close)
             yield
 
     return Starlette(routes=routes, lifespan=lifespan)

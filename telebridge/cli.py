@@ -124,7 +124,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             ) from None
     bad = set(args.digits) - set("0123456789*#ABCDw")
     if bad:
-        raise UsageError(f"--digits: {''.join(sorted(bad))!r} are not keys (0-9 * # A-D, w to skip)")
+        raise UsageError(
+            f"--digits: {''.join(sorted(bad))!r} are not keys (0-9 * # A-D, w to skip)"
+        )
     return command.run(
         settings,
         carrier=args.carrier,
@@ -134,6 +136,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         as_json=args.json,
         url=args.url.rstrip("/") if args.url else None,
     )
+
+
+# --- calls -----------------------------------------------------------------------------
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from telebridge import calllog
+
+    settings = _settings(args)
+    since = None
+    if args.since:
+        try:
+            since = calllog.parse_since(args.since)
+        except ValueError as exc:
+            raise UsageError(f"--since: {exc}") from None
+    try:
+        log = calllog.CallLog.from_settings(settings)
+    except calllog.CallLogError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        records = log.list_calls(since=since, limit=args.limit)
+    finally:
+        log.close()
+    if args.json:
+        text = calllog.to_json_lines(records)
+    elif args.csv:
+        text = calllog.to_csv(records)
+    else:
+        text = calllog.format_table(records)
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -165,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print the timeline as JSON lines")
     sim.add_argument("--url", help="call a running bridge at this public URL instead")
     sim.add_argument("--verbose", action="store_true", help="show the bridge's logs")
+
+    calls = add("calls", "list recorded calls from the call log (TELEBRIDGE_DB)", cmd_calls)
+    fmt = calls.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per line")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+    calls.add_argument("--since", help="only calls since then: ISO date/time or an age like 2h, 7d")
+    calls.add_argument("--limit", type=int, help="only the newest N calls")
 
     flows = sub.add_parser("flows", help="work with flow files", description="work with flow files")
     flows_sub = flows.add_subparsers(dest="flows_command", metavar="ACTION", parser_class=_Parser)

@@ -156,6 +156,15 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             cause,
             params.get("Duration"),
         )
+        duration = params.get("Duration", "")
+        bridge.record_hangup(
+            "plivo",
+            params.get("CallUUID", ""),
+            cause,
+            float(duration) if duration.isdigit() else None,
+            from_number=params.get("From", ""),
+            to_number=params.get("To", ""),
+        )
         return PlainTextResponse("ok")
 
     async def stream_status(request: Request, params: dict[str, str]) -> Response:

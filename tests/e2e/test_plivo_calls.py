@@ -82,6 +82,14 @@ async def test_key_during_prompt_clears_and_routes(make_bridge: MakeBridge) -> N
     assert mulaw_of(MENU).startswith(heard_menu)
     assert 0.3 < len(heard_menu) / 8000 < 0.8
     assert result.ended_by == "rest-hangup"
+    # The call log has the whole story, including the carrier's hangup callback.
+    await released(lb)
+    assert lb.bridge is not None and lb.bridge.calllog is not None
+    record = await asyncio.to_thread(lb.bridge.calllog.get, "plivo", result.call_id)
+    assert record is not None
+    assert (record.flow, record.steps, record.digits) == ("menu", ["menu", "hours", "goodbye"], "1")
+    assert (record.outcome, record.from_number) == ("hangup", "14155550100")
+    assert record.hangup_cause == "NORMAL_CLEARING" and record.ended_at is not None
 
 
 async def test_no_key_takes_the_default_after_the_timeout(make_bridge: MakeBridge) -> None:
