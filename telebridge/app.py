@@ -247,11 +247,12 @@ async def healthz(request: Request) -> Response:
 
 def create_app(bridge: Bridge) -> Starlette:
     """The ASGI app for `bridge`, with the routes of every enabled carrier."""
-    from telebridge.carriers import plivo_http
+    from telebridge.carriers import plivo_http, vonage_http
 
     settings = bridge.settings
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     routes += plivo_http.routes(bridge)
+    routes += vonage_http.routes(bridge)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

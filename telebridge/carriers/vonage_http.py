@@ -1,0 +1,270 @@
+"""Vonage's I/O edge: the answer and event webhooks and the audio WebSocket route.
+
+With `VONAGE_SIGNATURE_SECRET` set, every webhook must carry a valid signed-webhook JWT;
+without it Vonage runs only when `VONAGE_ALLOW_UNSIGNED` says so. Calls are hung up through
+the REST API on the call's regional host when `VONAGE_APPLICATION_ID` and `VONAGE_PRIVATE_KEY`
+are set, and otherwise by closing the WebSocket (the NCCO ends with `connect`, so that ends
+the call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketState
+
+from telebridge.carriers import vonage
+from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
+from telebridge.events import Started
+from telebridge.flows.library import UnknownFlow
+from telebridge.tokens import StreamGrant, TokenError, verify_claims
+
+if TYPE_CHECKING:
+    from telebridge.app import Bridge
+
+logger = logging.getLogger(__name__)
+
+# Region hosts remembered from answer webhooks until the call's stream starts.
+MAX_REMEMBERED_CALLS = 10_000
+# Event statuses after which a call leg is over and its region is no longer needed.
+FINAL_STATUSES = frozenset(
+    {"completed", "busy", "cancelled", "unanswered", "rejected", "failed", "timeout"}
+)
+DISABLED_TEXT = (
+    "Vonage is not configured on this bridge: set VONAGE_SIGNATURE_SECRET "
+    "(or VONAGE_ALLOW_UNSIGNED=true to accept unsigned webhooks)"
+)
+REFUSAL_TEXT = "Sorry, this number is not set up."
+
+
+class VonageCallControl:
+    """Hang up and transfer one Vonage call leg: REST when possible, else close the socket."""
+
+    def __init__(
+        self,
+        rest: VonageRest | None,
+        call_uuid: str,
+        *,
+        region_host: str | None,
+        caller_id: str,
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._rest = rest
+        self._uuid = call_uuid
+        self._host = region_host
+        self._caller_id = caller_id
+        self._close = close
+
+    async def hangup(self) -> None:
+        if self._rest is not None:
+            try:
+                ended = await self._rest.hangup(self._uuid, self._host)
+            except VonageRestError as exc:
+                logger.warning("vonage call %s: %s; closing the socket instead", self._uuid, exc)
+            else:
+                logger.info("vonage call %s: %s", self._uuid, "hung up" if ended else "had ended")
+                return
+        await self._close()
+
+    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
+        if self._rest is None:
+            logger.error(
+                "vonage call %s: cannot transfer without VONAGE_APPLICATION_ID and "
+                "VONAGE_PRIVATE_KEY",
+                self._uuid,
+            )
+            return False
+        try:
+            ncco = vonage.transfer_ncco(to, self._caller_id, timeout)
+        except ValueError as exc:
+            logger.error("vonage call %s: %s", self._uuid, exc)
+            return False
+        await self._rest.transfer_ncco(self._uuid, ncco, self._host)
+        return True
+
+
+def routes(bridge: Bridge) -> list[BaseRoute]:
+    settings = bridge.settings
+    if not settings.vonage_enabled:
+        logger.warning("Vonage is disabled: %s", DISABLED_TEXT.split(": ", 1)[1])
+        return [
+            Route("/vonage/answer", _disabled, methods=["GET", "POST"]),
+            Route("/vonage/event", _disabled, methods=["GET", "POST"]),
+            WebSocketRoute("/vonage/stream", _disabled_ws),
+        ]
+    secret = settings.vonage_signature_secret
+    secret_text = secret.get_secret_value() if secret is not None else None
+    if secret_text is None:
+        logger.warning(
+            "VONAGE_SIGNATURE_SECRET is not set and VONAGE_ALLOW_UNSIGNED is on: Vonage webhooks "
+            "are accepted without checking who sent them"
+        )
+    elif len(secret_text.encode()) < 32:
+        logger.warning("VONAGE_SIGNATURE_SECRET is shorter than 32 bytes: consider a longer one")
+    rest: VonageRest | None = None
+    if settings.vonage_application_id and settings.vonage_private_key:
+        rest = VonageRest(
+            settings.vonage_application_id,
+            settings.vonage_private_key.get_secret_value(),
+            settings.vonage_api_host,
+        )
+    else:
+        logger.warning(
+            "VONAGE_APPLICATION_ID / VONAGE_PRIVATE_KEY are not set: Vonage calls end by closing "
+            "their WebSocket, and transfers and outbound calls are unavailable"
+        )
+    rate = settings.vonage_audio_rate
+    regions: OrderedDict[str, str] = OrderedDict()
+
+    def remember_region(call_uuid: str, region_url: str) -> None:
+        if rest is None:
+            return
+        regions[call_uuid] = rest.region_host(region_url)
+        regions.move_to_end(call_uuid)
+        while len(regions) > MAX_REMEMBERED_CALLS:
+            regions.popitem(last=False)
+
+    def webhook(
+        handler: Callable[[Request, bytes], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            from telebridge.app import MAX_WEBHOOK_BYTES
+
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES):
+                return PlainTextResponse("request too large", status_code=413)
+            body = await request.body()
+            if len(body) > MAX_WEBHOOK_BYTES:
+                return PlainTextResponse("request too large", status_code=413)
+            if secret_text is not None:
+                reason = vonage.verify_signed_webhook(
+                    request.headers.get("authorization"),
+                    body,
+                    secret_text,
+                    settings.vonage_signature_max_age,
+                    query=request.query_params.multi_items(),
+                )
+                if reason is not None:
+                    logger.warning("vonage %s: refused a webhook: %s", request.url.path, reason)
+                    return PlainTextResponse("invalid signature", status_code=403)
+            return await handler(request, body)
+
+        return endpoint
+
+    async def answer(request: Request, body: bytes) -> Response:
+        params: Mapping[str, Any] = request.query_params
+        if request.method == "POST":
+            data = _json_object(body)
+            if data is None:
+                return PlainTextResponse("expected a JSON object", status_code=400)
+            params = data
+        call_uuid = _text(params.get("uuid"))
+        if not call_uuid:
+            return PlainTextResponse("uuid missing", status_code=400)
+        caller, callee = _text(params.get("from")), _text(params.get("to"))
+        remember_region(call_uuid, _text(params.get("region_url")))
+        variables: dict[str, str] = {}
+        signed_vars = request.query_params.get("vars")
+        if signed_vars:
+            try:
+                claims = verify_claims(bridge.secret, signed_vars)
+                variables = {str(k): str(v) for k, v in dict(claims.get("v", {})).items()}
+            except (TokenError, TypeError, ValueError):
+                logger.warning(
+                    "vonage call %s: ignoring call variables with a bad signature", call_uuid
+                )
+        try:
+            flow = bridge.choose_flow(request.query_params.get("flow"), callee)
+        except UnknownFlow as exc:
+            logger.error("vonage call %s: no flow named %s", call_uuid, exc)
+            return JSONResponse(vonage.talk_ncco(REFUSAL_TEXT))
+        grant = StreamGrant(
+            carrier="vonage",
+            call_id=call_uuid,
+            flow=flow,
+            caller=caller,
+            callee=callee,
+            variables=variables,
+        )
+        logger.info(
+            "vonage call %s: answering from %s to %s with flow %s (conversation %s)",
+            call_uuid,
+            caller,
+            callee,
+            flow,
+            _text(params.get("conversation_uuid")) or "-",
+        )
+        ncco = vonage.answer_ncco(
+            bridge.stream_url("/vonage/stream", grant), rate, {vonage.CALL_HEADER: call_uuid}
+        )
+        return JSONResponse(ncco)
+
+    async def event(request: Request, body: bytes) -> Response:
+        data = _json_object(body)
+        if data is None:
+            return PlainTextResponse("expected a JSON object", status_code=400)
+        status = _text(data.get("status"))
+        call_uuid = _text(data.get("uuid") or data.get("call_uuid"))
+        logger.info(
+            "vonage call %s: event %s%s",
+            call_uuid or "-",
+            status[:40] or _text(data.get("type"))[:40] or "?",
+            f" ({_text(data.get('duration'))} s)" if "duration" in data else "",
+        )
+        if status in FINAL_STATUSES:
+            regions.pop(call_uuid, None)
+        return PlainTextResponse("ok")
+
+    async def stream(ws: WebSocket) -> None:
+        async def close() -> None:
+            if ws.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close(1000)
+
+        def control(grant: StreamGrant, started: Started) -> VonageCallControl:
+            return VonageCallControl(
+                rest,
+                started.call_id,
+                region_host=regions.get(started.call_id),
+                caller_id=grant.callee,
+                close=close,
+            )
+
+        await bridge.serve_stream(
+            ws, carrier="vonage", stream=vonage.VonageStream(rate), control_for=control
+        )
+
+    return [
+        Route("/vonage/answer", webhook(answer), methods=["GET", "POST"]),
+        Route("/vonage/event", webhook(event), methods=["POST"]),
+        WebSocketRoute("/vonage/stream", stream),
+    ]
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _text(value: object) -> str:
+    """A webhook field as text; absent and null fields are empty."""
+    return "" if value is None else str(value)
+
+
+async def _disabled(request: Request) -> Response:
+    return PlainTextResponse(DISABLED_TEXT, status_code=503)
+
+
+async def _disabled_ws(ws: WebSocket) -> None:
+    await ws.close(code=1008)

@@ -1,0 +1,138 @@
+"""A local stand-in for Vonage's Voice REST API, over TLS, that records every request.
+
+The SDK only speaks https to `https://{api_host}`, so the fake serves TLS with a throw-away CA
+from `trustme`; point `REQUESTS_CA_BUNDLE` at `ca_path` and the SDK's host at `host`.
+It answers `PUT /v1/calls/{uuid}` (hangup, transfer: 204, or 404 for uuids in `ended`) and
+`POST /v1/calls` (201 with a new uuid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from telebridge.simulator.serving import ServedApp
+
+# No keep-alive: a pooled TLS connection left open by the SDK would hold the server's
+# shutdown for asyncio's 30 s TLS close timeout.
+CLOSE = {"Connection": "close"}
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+
+
+@dataclass
+class VonageApiFake:
+    """`async with VonageApiFake() as api:` serves on 127.0.0.1 at a free port."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    # Call uuids Vonage no longer knows: PUTs on them answer 404.
+    ended: set[str] = field(default_factory=set)
+    # Status for every PUT /v1/calls/{uuid} not in `ended` (e.g. 500 to test failures).
+    update_status: int = 204
+    created: list[str] = field(default_factory=list)
+    # Set on every request, for tests that wait for the bridge to call.
+    received: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    # Share one CA between fakes so a single REQUESTS_CA_BUNDLE trusts them all.
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    _dir: tempfile.TemporaryDirectory[str] | None = None
+    _served: ServedApp | None = None
+
+    @property
+    def host(self) -> str:
+        """What to give the SDK as its api_host."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ca_path(self) -> str:
+        assert self._dir is not None, "not started"
+        return str(Path(self._dir.name) / "ca.pem")
+
+    def calls_to(self, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.path == path]
+
+    async def _record(self, request: Request) -> Any:
+        body = await request.body()
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = body.decode("utf-8", "replace")
+        self.requests.append(
+            Recorded(request.method, request.url.path, dict(request.headers), data)
+        )
+        self.received.set()
+        return data
+
+    async def _update(self, request: Request) -> Response:
+        await self._record(request)
+        if request.path_params["uuid"] in self.ended:
+            body = {"title": "Not Found", "detail": "call not found"}
+            return JSONResponse(body, status_code=404, headers=CLOSE)
+        if self.update_status == 204:
+            return Response(status_code=204, headers=CLOSE)
+        return JSONResponse({"title": "Failed"}, status_code=self.update_status, headers=CLOSE)
+
+    async def _create(self, request: Request) -> Response:
+        await self._record(request)
+        call_uuid = str(uuidlib.uuid4())
+        self.created.append(call_uuid)
+        return JSONResponse(
+            {
+                "uuid": call_uuid,
+                "status": "started",
+                "direction": "outbound",
+                "conversation_uuid": "CON-" + call_uuid,
+            },
+            status_code=201,
+            headers=CLOSE,
+        )
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/calls/{uuid}", self._update, methods=["PUT"]),
+                Route("/v1/calls", self._create, methods=["POST"]),
+            ]
+        )
+
+    async def start(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="vonage-fake-")
+        ca = self.ca
+        ca.cert_pem.write_to_path(self.ca_path)
+        cert_path = Path(self._dir.name) / "server.pem"
+        ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+            str(cert_path)
+        )
+        self._served = ServedApp(self.app(), ssl_certfile=str(cert_path), lifespan="off")
+        self.port = self._served.port
+        await self._served.start()
+
+    async def stop(self) -> None:
+        if self._served is not None:
+            await self._served.stop()
+        if self._dir is not None:
+            self._dir.cleanup()
+
+    async def __aenter__(self) -> VonageApiFake:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
