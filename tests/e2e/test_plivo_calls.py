@@ -49,65 +49,6 @@ async def test_caller_hears_exactly_the_greeting_then_rest_hangup(make_bridge: M
     await released(lb)
 
 
-async def test_lead_stays_bounded_on_a_long_prompt(make_bridge: MakeBridge) -> None:
-    lb = await make_bridge(telebridge_flow="long", telebridge_max_lead_ms=500)
-    result = await lb.run(lb.plivo_call())
-    assert result.violations == []
-    text = (
-        "This is a long prompt that keeps talking for several seconds, so that the pacer has "
-        "to hold audio back and the lead stays bounded while the carrier plays it out in real time."
-    )
-    assert result.heard == mulaw_of(text)
-    assert len(result.heard) / 8000 > 5  # long enough that pacing mattered
-    assert 0.4 < result.max_lead <= 0.5 + 0.03
-    # Sent in several messages, none over Plivo's size limit (checked by the simulator).
-    assert result.audio_messages > 5
-
-
-async def test_key_during_prompt_clears_and_routes(make_bridge: MakeBridge) -> None:
-    lb = await make_bridge(telebridge_flow="menu")
-    result = await lb.run(lb.plivo_call(CallScript(digits="1", press_after=0.5)))
-
-    assert result.violations == []
-    events = [e["event"] for e in result.timeline]
-    assert events.index("digit") < events.index("clear")
-    # The menu was cut off; then hours and goodbye played in full.
-    first, *rest = result.prompts
-    assert first.mark is None and mulaw_of(MENU).startswith(first.audio)
-    assert [p.audio for p in rest] == [mulaw_of("Nine to five."), mulaw_of("Goodbye.")]
-    # What the caller heard: about half a second of the menu, then the rest exactly.
-    heard_menu = result.heard[
-        : len(result.heard) - len(mulaw_of("Nine to five.") + mulaw_of("Goodbye."))
-    ]
-    assert mulaw_of(MENU).startswith(heard_menu)
-    assert 0.3 < len(heard_menu) / 8000 < 0.8
-    assert result.ended_by == "rest-hangup"
-    # The call log has the whole story, including the carrier's hangup callback.
-    await released(lb)
-    assert lb.bridge is not None and lb.bridge.calllog is not None
-    record = await asyncio.to_thread(lb.bridge.calllog.get, "plivo", result.call_id)
-    assert record is not None
-    assert (record.flow, record.steps, record.digits) == ("menu", ["menu", "hours", "goodbye"], "1")
-    assert (record.outcome, record.from_number) == ("hangup", "14155550100")
-    assert record.hangup_cause == "NORMAL_CLEARING" and record.ended_at is not None
-
-
-async def test_no_key_takes_the_default_after_the_timeout(make_bridge: MakeBridge) -> None:
-    lb = await make_bridge(telebridge_flow="menu")
-    result = await lb.run(lb.plivo_call())
-    assert [p.audio for p in result.prompts] == [mulaw_of(MENU), mulaw_of("Goodbye.")]
-    played = next(e["at"] for e in result.timeline if e["event"] == "played")
-    goodbye = result.prompts[1].first_audio_at
-    # The gather timeout (2 s) counts from when the menu finished playing.
-    assert 1.9 < goodbye - played < 2.6
-
-
-async def test_call_variables_fill_templates(make_bridge: MakeBridge) -> None:
-    lb = await make_bridge(telebridge_flow="vars")
-    result = await lb.run(lb.plivo_call(CallScript(caller="14155550100")))
-    assert result.heard == mulaw_of("Hello 14155550100, this is plivo.")
-
-
 async def test_flow_query_parameter_picks_the_flow(make_bridge: MakeBridge) -> None:
     lb = await make_bridge()
     result = await lb.run(lb.plivo_call(CallScript(flow="vars")))
@@ -120,24 +61,6 @@ async def test_unknown_flow_is_refused_politely(make_bridge: MakeBridge) -> None
     result = await lb.run(call)
     assert result.answer_status == 200
     assert "<Hangup" in call.answer_xml and "<Stream" not in call.answer_xml
-
-
-async def test_concurrent_calls_each_hear_their_own_audio(make_bridge: MakeBridge) -> None:
-    lb = await make_bridge(telebridge_flow="vars")
-    calls = [lb.plivo_call(CallScript(caller=f"1415555{i:04d}")) for i in range(6)]
-    results = await asyncio.gather(*(lb.run(c) for c in calls))
-    for i, result in enumerate(results):
-        assert result.violations == []
-        assert result.heard == mulaw_of(f"Hello 1415555{i:04d}, this is plivo.")
-        assert result.ended_by == "rest-hangup"
-
-
-async def test_caller_hanging_up_mid_prompt_releases_the_call(make_bridge: MakeBridge) -> None:
-    lb = await make_bridge(telebridge_flow="long")
-    result = await lb.run(lb.plivo_call(CallScript(hangup_after=0.5)))
-    assert result.ended_by == "caller-hangup"
-    await released(lb)
-    assert [r for r in lb.plivo_api.requests if r.method == "DELETE"] == []
 
 
 # --- webhooks: signatures -------------------------------------------------------------
