@@ -9,6 +9,7 @@ It implements the flow runner's `CallPort`: speech goes Waves -> `FrameEncoder` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -34,7 +35,7 @@ from telebridge.events import (
 )
 from telebridge.flows import Flow, FlowRecorder, FlowRunner, SpeechOverrides
 from telebridge.pacer import Pacer
-from telebridge.tts.errors import TTSError
+from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError, WavesRateLimited
 from telebridge.tts.waves import SpeechOptions
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ SEND_BATCH_FRAMES = 5
 MAX_BAD_MESSAGES = 50
 # After a transfer the carrier takes the caller elsewhere and closes the stream itself.
 TRANSFER_CLOSE_WAIT = 10.0
+# When Waves fails before a prompt made any sound, it is asked once more; a rate-limited retry
+# waits at most this long, so the caller never sits in dead air for more than about 3 s.
+MAX_RETRY_WAIT = 0.5
+# Spoken by the carrier's own TTS when Waves cannot speak for the bridge.
+APOLOGY = "We are sorry, we cannot continue this call right now. Please call again later."
 
 
 class TransportClosed(Exception):
@@ -142,6 +148,8 @@ class CallSession:
         self._interruptible = False
         self._interrupted = False
         self._first_chunk_at: dict[int, float] = {}
+        self._spoke: set[int] = set()  # utterances Waves has produced audio for
+        self._tts_failure: TTSError | None = None
         self._bad_messages = 0
         self.frames_sent = 0
 
@@ -189,17 +197,37 @@ class CallSession:
         return self.outcome or "ended"
 
     async def _run_flow(self, runner: FlowRunner) -> str:
-        try:
-            outcome = await runner.run()
-        except TTSError as exc:
-            logger.error("call %s: speech failed: %s", self.call_id, exc)
-            outcome = f"error:tts {exc.kind}"
+        outcome = await runner.run()
+        if self._tts_failure is not None:
+            # The runner reports a failed port as an error outcome; the cause was speech.
+            logger.error("call %s: speech failed: %s", self.call_id, self._tts_failure)
+            await self._end_politely()
+            return f"error:tts {self._tts_failure.kind}"
         if outcome == "transfer":
             # The carrier now runs the transfer and closes the stream itself.
             await self._await_close(TRANSFER_CLOSE_WAIT)
         elif outcome != "hangup":
             await self.hangup(outcome)
         return outcome
+
+    async def _end_politely(self) -> None:
+        """Waves cannot speak: let what was queued play, then the carrier apologises and ends."""
+        if self._encoder.pending or (self._outbox and isinstance(self._outbox[-1], _Audio)):
+            self._finish_prompt()  # the part of the prompt Waves did produce still plays
+        await self.wait_played()
+        self.state = CallState.ENDING
+        self._emit("apology")
+        try:
+            spoken = await self._control.end_with_message(APOLOGY)
+        except Exception as exc:
+            logger.error("call %s: carrier apology failed: %s", self.call_id, exc)
+            spoken = False
+        if spoken:
+            await self._await_close(TRANSFER_CLOSE_WAIT)
+        else:
+            with contextlib.suppress(Exception):
+                await self._control.hangup()
+        await self._transport.close()
 
     async def _await_close(self, limit: float) -> None:
         try:
@@ -369,21 +397,31 @@ class CallSession:
         )
         self._utterance += 1
         self._emit("prompt", text=text, utterance=self._utterance)
-        task = asyncio.create_task(self._synthesize(text, options, self._utterance))
-        self._tts_task = task
-        try:
-            await asyncio.wait({task})
-        finally:
-            if self._tts_task is task:
-                self._tts_task = None
-            if not task.done():
-                task.cancel()
-        if task.cancelled():
-            return  # interrupted by a key: nothing more of this prompt
-        exc = task.exception()
-        if exc is not None:
-            self._emit("tts_error", error=getattr(exc, "kind", type(exc).__name__))
-            raise exc
+        for attempt in (1, 2):
+            task = asyncio.create_task(self._synthesize(text, options, self._utterance))
+            self._tts_task = task
+            try:
+                await asyncio.wait({task})
+            finally:
+                if self._tts_task is task:
+                    self._tts_task = None
+                if not task.done():
+                    task.cancel()
+            if task.cancelled():
+                return  # interrupted by a key: nothing more of this prompt
+            exc = task.exception()
+            if exc is None:
+                break
+            kind = getattr(exc, "kind", type(exc).__name__)
+            self._emit("tts_error", error=kind, attempt=attempt)
+            heard_some = self._utterance in self._spoke
+            if attempt == 2 or heard_some or isinstance(exc, WavesAuthError | WavesForbiddenError):
+                # Repeating a half-spoken prompt would play its start twice: give up instead.
+                if isinstance(exc, TTSError):
+                    self._tts_failure = exc
+                raise exc
+            if isinstance(exc, WavesRateLimited):
+                await asyncio.sleep(min(exc.retry_after or MAX_RETRY_WAIT, MAX_RETRY_WAIT))
         self._finish_prompt()
 
     async def _synthesize(self, text: str, options: SpeechOptions, utterance: int) -> None:
@@ -399,6 +437,7 @@ class CallSession:
                 if first:
                     first = False
                     self._first_chunk_at[utterance] = self._clock()
+                    self._spoke.add(utterance)
                 frames = self._encoder.feed(chunk)
                 if frames:
                     self._enqueue(_Audio(frames, utterance))

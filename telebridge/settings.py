@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     waves_language: str = "en"
     waves_speed: float = Field(1.0, ge=0.5, le=2.0)
     # Time allowed for the first audio chunk of a request before it counts as failed.
-    waves_first_chunk_timeout: float = Field(5.0, gt=0, le=60)
+    # Short on purpose: a failed first try is retried once, and dead air stays under ~3 s.
+    waves_first_chunk_timeout: float = Field(1.2, gt=0, le=60)
 
     plivo_auth_id: str | None = None
     plivo_auth_token: SecretStr | None = None

@@ -49,3 +49,7 @@ class CallControl(Protocol):
     async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
         """Connect the caller to `to`; True when the carrier accepted the transfer."""
         ...
+
+    async def end_with_message(self, text: str) -> bool:
+        """Speak `text` with the carrier's own TTS, then end the call; False when it cannot."""
+        ...

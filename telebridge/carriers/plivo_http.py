@@ -48,6 +48,18 @@ class PlivoCallControl:
         await self._rest.transfer(self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}"))
         return True
 
+    async def end_with_message(self, text: str) -> bool:
+        """Speak `text` with Plivo's own TTS and hang up (the A leg moves to `<Speak>` XML)."""
+        token = sign_claims(self._bridge.secret, {"say": text, "id": self._uuid})
+        try:
+            await self._rest.transfer(
+                self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}")
+            )
+        except Exception as exc:
+            logger.error("plivo call %s: could not speak the apology: %s", self._uuid, exc)
+            return False
+        return True
+
 
 def routes(bridge: Bridge) -> list[BaseRoute]:
     settings = bridge.settings
@@ -174,10 +186,13 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
     async def transfer(request: Request, params: dict[str, str]) -> Response:
         try:
             claims = verify_claims(bridge.secret, request.query_params.get("t", ""))
-            to = str(claims["to"])
-        except (TokenError, KeyError):
+        except TokenError:
             return PlainTextResponse("bad transfer token", status_code=403)
-        return Response(plivo.dial_xml(to), media_type=XML)
+        if "say" in claims:
+            return Response(plivo.refusal_xml(str(claims["say"]), "error"), media_type=XML)
+        if "to" not in claims:
+            return PlainTextResponse("bad transfer token", status_code=403)
+        return Response(plivo.dial_xml(str(claims["to"])), media_type=XML)
 
     async def stream(ws: WebSocket) -> None:
         def control(grant: StreamGrant, started: Started) -> PlivoCallControl:

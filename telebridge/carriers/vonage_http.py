@@ -90,6 +90,17 @@ class VonageCallControl:
         await self._rest.transfer_ncco(self._uuid, ncco, self._host)
         return True
 
+    async def end_with_message(self, text: str) -> bool:
+        """Speak `text` with Vonage's own TTS and end the call (a transfer to a talk NCCO)."""
+        if self._rest is None:
+            return False
+        try:
+            await self._rest.transfer_ncco(self._uuid, vonage.talk_ncco(text), self._host)
+        except VonageRestError as exc:
+            logger.error("vonage call %s: could not speak the apology: %s", self._uuid, exc)
+            return False
+        return True
+
 
 def routes(bridge: Bridge) -> list[BaseRoute]:
     settings = bridge.settings
@@ -221,6 +232,15 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         )
         if status in FINAL_STATUSES:
             regions.pop(call_uuid, None)
+            duration = _text(data.get("duration"))
+            bridge.record_hangup(
+                "vonage",
+                call_uuid,
+                status,
+                float(duration) if duration.isdigit() else None,
+                from_number=_text(data.get("from")),
+                to_number=_text(data.get("to")),
+            )
         return PlainTextResponse("ok")
 
     async def stream(ws: WebSocket) -> None:

@@ -7,6 +7,7 @@ exercise the same code a production call does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -43,6 +44,7 @@ class LocalBridge:
         self._observer = observer
         self.plivo_api = FakePlivoApi(SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN)
         self._calls: dict[str, SimulatedCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stack = contextlib.AsyncExitStack()
         self.bridge: Bridge | None = None
         self.url = ""
@@ -62,6 +64,7 @@ class LocalBridge:
     async def _start(self) -> None:
         plivo_api = await self._stack.enter_async_context(ServedApp(self.plivo_api.app()))
         self.plivo_api.on_hangup = self._rest_hangup
+        self.plivo_api.on_transfer = self._rest_transfer
         sock = bind_loopback()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         values: dict[str, Any] = {
@@ -93,6 +96,14 @@ class LocalBridge:
         call = self._calls.get(call_id)
         if call is not None:
             await call.end("rest-hangup")
+
+    async def _rest_transfer(self, call_id: str, body: dict[str, Any]) -> None:
+        # Plivo moves the A leg to the new XML: the stream (and with it our part) ends.
+        call = self._calls.get(call_id)
+        if call is not None:
+            task = asyncio.create_task(call.end("transferred"))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def plivo_call(self, script: CallScript | None = None, **kwargs: Any) -> PlivoCall:
         call = PlivoCall(self.url, SIM_PLIVO_AUTH_TOKEN, script, **kwargs)

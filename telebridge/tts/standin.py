@@ -63,6 +63,20 @@ class Faults:
     close_after_complete: bool = False
     chunk_bytes: int | None = None
     chunk_interval: float = 0.0
+    error_only_for: str | None = None  # inject the error only into requests whose text has this
+    error_count: int | None = None  # inject the error into this many requests, then heal
+
+    def take_error(self, text: str) -> str | None:
+        """The error to answer a request for `text` with, if one is injected."""
+        if self.error_message is None:
+            return None
+        if self.error_only_for is not None and self.error_only_for not in text:
+            return None
+        if self.error_count is not None:
+            if self.error_count <= 0:
+                return None
+            self.error_count -= 1
+        return self.error_message
 
 
 def render(text: str, *, sample_rate: int, voice_id: str = "emily", speed: float = 1.0) -> bytes:
@@ -275,14 +289,15 @@ class StandinServer:
         }
         if ext is not None:
             ids["external_request_id"] = ext
-        if faults.error_message is not None:
+        injected = faults.take_error(text)
+        if injected is not None:
             if faults.flat_error:
-                error: dict[str, Any] = {"status": "error", "message": faults.error_message}
+                error: dict[str, Any] = {"status": "error", "message": injected}
             else:
                 error = {
                     "status": "error",
                     **ids,
-                    "error": {"message": faults.error_message, "code": "standin_fault"},
+                    "error": {"message": injected, "code": "standin_fault"},
                 }
             await ws.send(json.dumps(error))
             return True

@@ -27,7 +27,7 @@ async def standin() -> AsyncIterator[StandinServer]:
 
 @pytest.fixture
 async def tts(standin: StandinServer) -> AsyncIterator[WavesClient]:
-    async with WavesClient(standin.url, standin.api_key, first_chunk_timeout=2.0) as client:
+    async with WavesClient(standin.url, standin.api_key, first_chunk_timeout=1.2) as client:
         yield client
 
 

@@ -1,0 +1,76 @@
+"""Waves failing under a live call: a bounded reaction, never long dead air, other calls untouched."""
+
+from __future__ import annotations
+
+import asyncio
+
+from telebridge.simulator.carrier import CallScript
+from telebridge.tts.standin import StandinServer
+from tests.e2e.conftest import MakeBridge, mulaw_of
+
+GREETING = "Hello from the test line."
+
+
+async def test_a_failed_first_try_is_retried_and_heard_once(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
+    lb = await make_bridge()
+    standin.faults.error_message = "synthesis failed"
+    standin.faults.error_count = 1
+    result = await lb.run(lb.plivo_call())
+    assert result.violations == []
+    assert result.heard == mulaw_of(GREETING)  # once, not twice
+    assert len(standin.requests) == 2
+    assert result.ended_by == "rest-hangup"
+
+
+async def test_waves_down_ends_the_call_politely_within_3_seconds(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
+    lb = await make_bridge()  # the stand-in client waits 1.2 s for a first chunk, as served
+    standin.faults.first_chunk_delay = 10.0  # Waves accepts requests but never speaks
+    result = await lb.run(lb.plivo_call())
+
+    assert result.heard == b""
+    assert result.ended_by == "transferred"
+    [update] = [r for r in lb.plivo_api.requests if r.method == "POST"]
+    assert update.body["legs"] == "aleg"
+    # The apology is spoken by Plivo itself: the bridge serves it as signed XML.
+    stream_open = result.stream_opened_at
+    assert stream_open is not None and update.at - stream_open < 3.0
+    assert "/plivo/transfer?t=" in update.body["aleg_url"]
+    assert lb.bridge is not None and lb.bridge.calllog is not None
+    await asyncio.sleep(0.2)
+    record = await asyncio.to_thread(lb.bridge.calllog.get, "plivo", result.call_id)
+    assert record is not None and record.outcome == "error:tts timeout"
+
+
+async def test_waves_drop_mid_prompt_plays_what_came_then_apologises(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
+    lb = await make_bridge(telebridge_flow="long")
+    standin.faults.drop_after_bytes = 8000  # about a quarter second of audio, then the socket dies
+    result = await lb.run(lb.plivo_call())
+    assert result.violations == []
+    # The part Waves produced was played (never repeated), then the carrier took over.
+    assert 0 < len(result.heard) <= 8000 // 2 + 160
+    assert result.ended_by == "transferred"
+    assert len(standin.requests) == 1
+
+
+async def test_other_calls_are_untouched_by_a_failing_one(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
+    lb = await make_bridge(telebridge_flow="vars")
+    # Synthesis fails for one caller's text only: the others must hear exact audio.
+    standin.faults.error_message = "synthesis failed"
+    standin.faults.error_only_for = "14155550002"
+    calls = [lb.plivo_call(CallScript(caller=f"1415555{i:04d}")) for i in range(4)]
+    results = await asyncio.gather(*(lb.run(c) for c in calls))
+    for i, result in enumerate(results):
+        if i == 2:
+            assert result.heard == b"" and result.ended_by == "transferred"
+        else:
+            assert result.violations == []
+            assert result.heard == mulaw_of(f"Hello 1415555{i:04d}, this is plivo.")
+            assert result.ended_by == "rest-hangup"
