@@ -1,4 +1,4 @@
-"""Waves failing under a live call: a bounded reaction, never long dead air, other calls untouched."""
+"""Waves failing under a live call: a bounded reaction, no long dead air, other calls untouched."""
 
 from __future__ import annotations
 
