@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import httpx
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +29,8 @@ from telebridge.calllog import CallLog
 from telebridge.carriers import CallControl, CarrierStream
 from telebridge.events import ProtocolError, Started
 from telebridge.flows.library import FlowLibrary, UnknownFlow
+from telebridge.logs import current_call
+from telebridge.metrics import Metrics
 from telebridge.session import CallObserver, CallSession, Synthesizer, TransportClosed
 from telebridge.settings import Settings
 from telebridge.tokens import StreamGrant, TokenError, mint_stream_token, read_stream_token
@@ -36,8 +41,8 @@ logger = logging.getLogger(__name__)
 
 # The carrier must say who it is (start / connected) this soon after the upgrade.
 FIRST_MESSAGE_TIMEOUT = 10.0
-# Webhook bodies are small forms or JSON; anything bigger is refused before it is read.
-MAX_WEBHOOK_BYTES = 64 * 1024
+# A carrier that stops reading for this long is treated as gone (its socket buffer is full).
+SEND_TIMEOUT = 5.0
 
 
 class StarletteTransport:
@@ -61,10 +66,14 @@ class StarletteTransport:
     async def send(self, message: str | bytes) -> None:
         if self._ws.application_state is not WebSocketState.CONNECTED:
             raise TransportClosed("socket closed")
-        if isinstance(message, str):
-            await self._ws.send_text(message)
-        else:
-            await self._ws.send_bytes(message)
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                if isinstance(message, str):
+                    await self._ws.send_text(message)
+                else:
+                    await self._ws.send_bytes(message)
+        except TimeoutError:
+            raise TransportClosed(f"carrier did not read for {SEND_TIMEOUT} s") from None
 
     async def close(self, code: int = 1000) -> None:
         if self._ws.application_state is WebSocketState.CONNECTED:
@@ -84,6 +93,14 @@ class Bridge:
     calls: dict[str, CallSession] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
     calllog: CallLog | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    draining: bool = False
+    # Calls answered whose stream has not started yet: call id -> token expiry.
+    pending: dict[str, float] = field(default_factory=dict)
+    _no_calls: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.observers.append(self.metrics.observe)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bridge:
@@ -99,8 +116,54 @@ class Bridge:
     # --- tokens -----------------------------------------------------------------------
 
     def stream_url(self, path: str, grant: StreamGrant) -> str:
-        token = mint_stream_token(self.secret, grant, self.settings.telebridge_token_ttl)
+        ttl = self.settings.telebridge_token_ttl
+        token = mint_stream_token(self.secret, grant, ttl)
+        self.pending[grant.call_id] = time.monotonic() + ttl
         return f"{self.settings.public_ws_url(path)}?token={token}"
+
+    def busy(self, carrier: str) -> bool:
+        """True when a new call must be answered busy: draining, or at TELEBRIDGE_MAX_CALLS."""
+        now = time.monotonic()
+        for call_id, expiry in list(self.pending.items()):
+            if expiry < now:
+                del self.pending[call_id]
+        reason = None
+        if self.draining:
+            reason = "draining"
+        elif len(self.calls) + len(self.pending) >= self.settings.telebridge_max_calls:
+            reason = "capacity"
+        if reason is not None:
+            logger.warning("%s: answering a new call busy (%s)", carrier, reason)
+            self.metrics.refused.labels(carrier, reason).inc()
+        return reason is not None
+
+    @property
+    def ready(self) -> bool:
+        """Able to take calls: not draining and Waves not failing request after request."""
+        return not self.draining and self.metrics.consecutive_waves_errors < 3
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Stop taking calls, let active ones finish for `timeout` s, then end the rest politely."""
+        self.draining = True
+        logger.info("draining: %d active call(s), up to %.0f s", len(self.calls), timeout)
+        if await self._all_ended(timeout):
+            return
+        logger.warning("drain timeout: ending %d call(s)", len(self.calls))
+        for session in list(self.calls.values()):
+            await session.stop("shutdown")
+        if not await self._all_ended(self.settings.telebridge_mark_timeout + 5):
+            logger.error("%d call(s) did not end in time", len(self.calls))
+
+    async def _all_ended(self, limit: float) -> bool:
+        if not self.calls:
+            return True
+        self._no_calls.clear()
+        try:
+            async with asyncio.timeout(limit):
+                await self._no_calls.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def public_url(self, path: str) -> str:
         return self.settings.require_public_url() + path
@@ -150,6 +213,8 @@ class Bridge:
         if self.tts is None:
             raise RuntimeError("the bridge has no synthesizer (lifespan not run)")
         call_id = started.call_id
+        self.pending.pop(call_id, None)
+        current_call.set(call_id)
         session = CallSession(
             call_id=call_id,
             stream=stream,
@@ -192,6 +257,8 @@ class Bridge:
             await transport.close(1011)
         finally:
             self.calls.pop(call_id, None)
+            if not self.calls:
+                self._no_calls.set()
             if recorder is not None:
                 recorder.finish(outcome)
 
@@ -241,8 +308,49 @@ class Bridge:
         return started
 
 
+# Carrier messages are small JSON or 20 ms frames; anything near this is hostile.
+WS_MAX_MESSAGE = 256 * 1024
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that, on the first SIGTERM/SIGINT, drains calls before it stops."""
+
+    def __init__(self, config: uvicorn.Config, bridge: Bridge) -> None:
+        super().__init__(config)
+        self.bridge = bridge
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining is not None or not self.started:
+            super().handle_exit(sig, frame)  # a second signal: stop now
+            return
+        loop = asyncio.get_event_loop()
+        self._draining = loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        await self.bridge.drain(self.bridge.settings.telebridge_drain_timeout)
+        self.should_exit = True
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+def _ops_routes(bridge: Bridge) -> list[BaseRoute]:
+    async def readyz(request: Request) -> Response:
+        if bridge.ready:
+            return JSONResponse({"status": "ready", "calls": len(bridge.calls)})
+        reason = "draining" if bridge.draining else "waves failing"
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(bridge.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
 
 
 def create_app(bridge: Bridge) -> Starlette:
@@ -250,7 +358,7 @@ def create_app(bridge: Bridge) -> Starlette:
     from telebridge.carriers import plivo_http, vonage_http
 
     settings = bridge.settings
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = _ops_routes(bridge)
     routes += plivo_http.routes(bridge)
     routes += vonage_http.routes(bridge)
 

@@ -7,13 +7,13 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from telebridge import __version__
+from telebridge.logs import setup_logging
 from telebridge.settings import ConfigError, Settings, load_settings
 
 EXIT_USAGE = 2
@@ -30,16 +30,6 @@ class UsageError(Exception):
     """A bad argument or setting found after parsing; the message is the whole story."""
 
 
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # websockets logs frames (and headers) at debug level: never let that through.
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-
-
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
 
@@ -50,7 +40,7 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from telebridge.app import Bridge, create_app
+    from telebridge.app import WS_MAX_MESSAGE, Bridge, DrainingServer, create_app
     from telebridge.flows import FlowError
 
     overrides: dict[str, object] = {}
@@ -59,21 +49,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["telebridge_port"] = args.port
     settings = _settings(args, **overrides)
-    setup_logging(settings.telebridge_log_level)
+    setup_logging(settings.telebridge_log_level, settings.telebridge_log_format)
     settings.require_public_url()
     try:
         bridge = Bridge.from_settings(settings)
     except FlowError as exc:
         raise UsageError(f"refusing to start, the flows have errors:\n{exc}") from None
     app = create_app(bridge)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.telebridge_host,
         port=settings.telebridge_port,
         log_level=settings.telebridge_log_level,
-        ws_max_size=1024 * 1024,
+        log_config=None,  # ours: call ids, JSON on request, secrets redacted
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_MESSAGE,
         proxy_headers=True,
     )
+    server = DrainingServer(config, bridge)
+    server.run()
     return 0
 
 

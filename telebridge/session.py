@@ -150,6 +150,8 @@ class CallSession:
         self._first_chunk_at: dict[int, float] = {}
         self._spoke: set[int] = set()  # utterances Waves has produced audio for
         self._tts_failure: TTSError | None = None
+        self._flow_task: asyncio.Task[str] | None = None
+        self._stop_reason: str | None = None
         self._bad_messages = 0
         self.frames_sent = 0
 
@@ -168,6 +170,7 @@ class CallSession:
         reader = asyncio.create_task(self._read_loop(), name=f"read:{self.call_id}")
         sender = asyncio.create_task(self._send_loop(), name=f"send:{self.call_id}")
         flow_task = asyncio.create_task(self._run_flow(runner), name=f"flow:{self.call_id}")
+        self._flow_task = flow_task
         tasks = (reader, sender, flow_task)
         try:
             done, _ = await asyncio.wait(
@@ -177,7 +180,13 @@ class CallSession:
                 # We hung up and the carrier closed: let the flow finish its own bookkeeping.
                 await asyncio.wait({flow_task}, timeout=5)
                 done = {flow_task} if flow_task.done() else done
-            if flow_task in done:
+            if flow_task in done and flow_task.cancelled() and self._stop_reason:
+                # Stopped from outside (shutdown): the prompt under way plays out, then hang up.
+                if self._encoder.pending:
+                    self._finish_prompt()
+                await self.hangup(self._stop_reason)
+                self.outcome = self._stop_reason
+            elif flow_task in done:
                 self.outcome = flow_task.result()
             elif reader in done:
                 self.outcome = reader.result()
@@ -193,7 +202,7 @@ class CallSession:
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._transport.close()
-            self._emit("ended", outcome=self.outcome)
+            self._emit("ended", outcome=self.outcome, underruns=self._pacer.underruns)
         return self.outcome or "ended"
 
     async def _run_flow(self, runner: FlowRunner) -> str:
@@ -209,6 +218,12 @@ class CallSession:
         elif outcome != "hangup":
             await self.hangup(outcome)
         return outcome
+
+    async def stop(self, reason: str) -> None:
+        """End the call from outside (shutdown): what is playing finishes, then the call ends."""
+        self._stop_reason = reason
+        if self._flow_task is not None and not self._flow_task.done():
+            self._flow_task.cancel()
 
     async def _end_politely(self) -> None:
         """Waves cannot speak: let what was queued play, then the carrier apologises and ends."""

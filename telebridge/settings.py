@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # How long to wait for the carrier to confirm the last prompt before hanging up anyway.
     telebridge_mark_timeout: float = Field(5.0, gt=0, le=60)
     telebridge_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    telebridge_log_format: Literal["text", "json"] = "text"
+    # Most concurrent calls; beyond it the answer webhook replies busy.
+    telebridge_max_calls: int = Field(500, ge=1)
+    # On SIGTERM: how long active calls may go on before they are ended politely.
+    telebridge_drain_timeout: float = Field(30.0, ge=0)
     # Called number -> flow name or path (issue "IVR flows"; YAML file only in practice).
     telebridge_numbers: dict[str, str] = Field(default_factory=dict)
 

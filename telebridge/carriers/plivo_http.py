@@ -25,6 +25,9 @@ from telebridge.tokens import StreamGrant, TokenError, sign_claims, verify_claim
 if TYPE_CHECKING:
     from telebridge.app import Bridge
 
+MAX_WEBHOOK_BYTES = 64 * 1024
+BUSY_TEXT = "All our lines are busy. Please call again later."
+
 logger = logging.getLogger(__name__)
 
 XML = "application/xml"
@@ -84,7 +87,6 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         handler: Callable[[Request, dict[str, str]], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            from telebridge.app import MAX_WEBHOOK_BYTES
 
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES):
@@ -128,6 +130,8 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             return Response(plivo.empty_xml(), media_type=XML)
         if not call_uuid:
             return PlainTextResponse("CallUUID missing", status_code=400)
+        if bridge.busy("plivo"):
+            return Response(plivo.refusal_xml(BUSY_TEXT, "busy"), media_type=XML)
         caller, callee = params.get("From", ""), params.get("To", "")
         variables: dict[str, str] = {}
         signed_vars = request.query_params.get("vars")

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketState
 
 from telebridge.carriers import vonage
+from telebridge.carriers.plivo_http import BUSY_TEXT, MAX_WEBHOOK_BYTES
 from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
 from telebridge.events import Started
 from telebridge.flows.library import UnknownFlow
@@ -147,7 +148,6 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         handler: Callable[[Request, bytes], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            from telebridge.app import MAX_WEBHOOK_BYTES
 
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES):
@@ -180,6 +180,8 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         call_uuid = _text(params.get("uuid"))
         if not call_uuid:
             return PlainTextResponse("uuid missing", status_code=400)
+        if bridge.busy("vonage"):
+            return JSONResponse(vonage.talk_ncco(BUSY_TEXT))
         caller, callee = _text(params.get("from")), _text(params.get("to"))
         remember_region(call_uuid, _text(params.get("region_url")))
         variables: dict[str, str] = {}

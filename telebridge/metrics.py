@@ -1,0 +1,92 @@
+"""Prometheus metrics for one bridge, fed by the call sessions' events.
+
+Each `Bridge` has its own registry, so several bridges in one process (tests, benchmarks) do not
+mix their figures. `/metrics` serves it in the text exposition format.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Counters and histograms of calls, speech and audio; an observer of call events."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active = Gauge(
+            "telebridge_active_calls", "Calls streaming now", ["carrier"], registry=r
+        )
+        self.calls = Counter(
+            "telebridge_calls", "Calls ended, by outcome", ["carrier", "outcome"], registry=r
+        )
+        self.refused = Counter(
+            "telebridge_calls_refused", "Calls answered busy", ["carrier", "reason"], registry=r
+        )
+        self.first_audio = Histogram(
+            "telebridge_time_to_first_audio_seconds",
+            "Stream start to the first audio frame sent to the carrier",
+            ["carrier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.added = Histogram(
+            "telebridge_added_latency_seconds",
+            "First Waves chunk of a prompt to its first carrier frame",
+            ["carrier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.waves_errors = Counter(
+            "telebridge_waves_errors", "Waves failures, by kind", ["kind"], registry=r
+        )
+        self.underruns = Counter(
+            "telebridge_underruns",
+            "Times a carrier queue ran dry mid-prompt",
+            ["carrier"],
+            registry=r,
+        )
+        self.barge_ins = Counter(
+            "telebridge_barge_ins", "Prompts cut off by a key", ["carrier"], registry=r
+        )
+        self._calls: dict[str, tuple[str, float, bool]] = {}  # call id -> carrier, start, heard
+        self.consecutive_waves_errors = 0
+
+    def observe(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "started":
+            carrier = str(fields.get("carrier", "?"))
+            self._calls[call_id] = (carrier, time.monotonic(), False)
+            self.active.labels(carrier).inc()
+            return
+        state = self._calls.get(call_id)
+        if state is None:
+            return
+        carrier, started, heard = state
+        if kind == "first_audio":
+            self.consecutive_waves_errors = 0
+            self.added.labels(carrier).observe(float(fields.get("added_ms", 0)) / 1000)
+            if not heard:
+                self.first_audio.labels(carrier).observe(time.monotonic() - started)
+                self._calls[call_id] = (carrier, started, True)
+        elif kind == "tts_error":
+            self.consecutive_waves_errors += 1
+            self.waves_errors.labels(str(fields.get("error", "unknown"))).inc()
+        elif kind == "barge_in":
+            self.barge_ins.labels(carrier).inc()
+        elif kind == "ended":
+            self._calls.pop(call_id, None)
+            self.active.labels(carrier).dec()
+            outcome = str(fields.get("outcome") or "ended").split(" ")[0]
+            self.calls.labels(carrier, outcome[:40]).inc()
+            underruns = int(fields.get("underruns", 0))
+            if underruns:
+                self.underruns.labels(carrier).inc(underruns)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
