@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -28,14 +28,18 @@ from starlette.websockets import WebSocket, WebSocketState
 from telebridge.calllog import CallLog
 from telebridge.carriers import CallControl, CarrierStream
 from telebridge.events import ProtocolError, Started
+from telebridge.flows import template
 from telebridge.flows.library import FlowLibrary, UnknownFlow
+from telebridge.flows.model import Say
 from telebridge.logs import current_call
 from telebridge.metrics import Metrics
-from telebridge.session import CallObserver, CallSession, Synthesizer, TransportClosed
+from telebridge.session import CallObserver, CallSession, TransportClosed
 from telebridge.settings import Settings
 from telebridge.tokens import StreamGrant, TokenError, mint_stream_token, read_stream_token
+from telebridge.tts.cache import PromptCache
+from telebridge.tts.errors import TTSError
 from telebridge.tts.standin import StandinServer
-from telebridge.tts.waves import SpeechOptions, WavesClient
+from telebridge.tts.waves import SpeechOptions, Synthesizer, WavesClient
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +124,46 @@ class Bridge:
         token = mint_stream_token(self.secret, grant, ttl)
         self.pending[grant.call_id] = time.monotonic() + ttl
         return f"{self.settings.public_ws_url(path)}?token={token}"
+
+    def prefetch(self, grant: StreamGrant, sample_rate: int) -> None:
+        """Start the flow's first prompt while the carrier opens the stream (start early)."""
+        try:
+            self._prefetch(grant, sample_rate)
+        except Exception:  # an optimisation: it must never fail the answer
+            logger.exception("call %s: could not start the first prompt early", grant.call_id)
+
+    def _prefetch(self, grant: StreamGrant, sample_rate: int) -> None:
+        if not isinstance(self.tts, PromptCache):
+            return
+        try:
+            flow = self.flows.get(grant.flow)
+        except UnknownFlow:
+            return
+        step = flow.steps[flow.start]
+        if step.set or step.webhook or not step.prompt or not isinstance(step.prompt[0], Say):
+            return  # what it says is only known once the call runs
+        text = step.prompt[0].text
+        variables = {
+            **flow.defaults,
+            **grant.variables,
+            "caller": grant.caller,
+            "callee": grant.callee,
+            "call_id": grant.call_id,
+            "carrier": grant.carrier,
+            "flow": flow.name,
+        }
+        if not set(template.names(text)) <= variables.keys():
+            return
+        speech = self.speech()
+        options = replace(
+            speech,
+            voice_id=step.voice or speech.voice_id,
+            speed=step.speed if step.speed is not None else speech.speed,
+            language=step.language or speech.language,
+        )
+        self.tts.prefetch(
+            template.render(text, variables), sample_rate=sample_rate, options=options
+        )
 
     def busy(self, carrier: str) -> bool:
         """True when a new call must be answered busy: draining, or at TELEBRIDGE_MAX_CALLS."""
@@ -391,6 +435,13 @@ def create_app(bridge: Bridge) -> Starlette:
                     )
                 )
                 logger.info("speaking with Waves at %s", settings.waves_url)
+            if isinstance(bridge.tts, WavesClient):
+                with contextlib.suppress(TTSError):
+                    await bridge.tts.prewarm(2)  # no call pays a TLS handshake on its first prompt
+            if settings.telebridge_cache_mb and bridge.tts is not None:
+                cache = PromptCache(bridge.tts, max_bytes=settings.telebridge_cache_mb * 2**20)
+                bridge.tts = cache
+                bridge.metrics.watch_cache(cache)
             bridge.http = await stack.enter_async_context(httpx.AsyncClient())
             if bridge.calllog is None:
                 calllog = CallLog.from_settings(settings)

@@ -7,9 +7,12 @@ mix their figures. `/metrics` serves it in the text exposition format.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from telebridge.tts.cache import PromptCache
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -55,6 +58,15 @@ class Metrics:
         self.barge_ins = Counter(
             "telebridge_barge_ins", "Prompts cut off by a key", ["carrier"], registry=r
         )
+        self.cache_hits = Gauge(
+            "telebridge_prompt_cache_hits", "Prompts served from the cache", registry=r
+        )
+        self.cache_misses = Gauge(
+            "telebridge_prompt_cache_misses", "Prompts synthesised by Waves", registry=r
+        )
+        self.cache_bytes = Gauge(
+            "telebridge_prompt_cache_bytes", "Audio held in the cache", registry=r
+        )
         self._calls: dict[str, tuple[str, float, bool]] = {}  # call id -> carrier, start, heard
         self.consecutive_waves_errors = 0
 
@@ -87,6 +99,11 @@ class Metrics:
             underruns = int(fields.get("underruns", 0))
             if underruns:
                 self.underruns.labels(carrier).inc(underruns)
+
+    def watch_cache(self, cache: PromptCache) -> None:
+        self.cache_hits.set_function(lambda: cache.hits)
+        self.cache_misses.set_function(lambda: cache.misses)
+        self.cache_bytes.set_function(lambda: cache.size)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

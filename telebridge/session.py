@@ -14,7 +14,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from telebridge.events import (
 from telebridge.flows import Flow, FlowRecorder, FlowRunner, SpeechOverrides
 from telebridge.pacer import Pacer
 from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError, WavesRateLimited
-from telebridge.tts.waves import SpeechOptions
+from telebridge.tts.waves import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +64,6 @@ class Transport(Protocol):
     async def receive(self) -> str | bytes: ...
     async def send(self, message: WireMessage) -> None: ...
     async def close(self, code: int = 1000) -> None: ...
-
-
-class Synthesizer(Protocol):
-    """Where speech comes from: the Waves client, or anything that speaks like it."""
-
-    def synthesize(
-        self,
-        text: str,
-        *,
-        sample_rate: int,
-        options: SpeechOptions,
-        request_id: str | None = None,
-    ) -> AsyncIterator[bytes]: ...
 
 
 # call id, what happened, details: for timelines, metrics and tests.

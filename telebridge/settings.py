@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     waves_model: Literal["lightning_v3.1", "lightning_v3.1_pro"] = "lightning_v3.1"
     waves_language: str = "en"
     waves_speed: float = Field(1.0, ge=0.5, le=2.0)
+    # Prompt cache (LRU, in memory); 0 turns it off.
+    telebridge_cache_mb: int = Field(64, ge=0, le=65536)
     # Time allowed for the first audio chunk of a request before it counts as failed.
     # Short on purpose: a failed first try is retried once, and dead air stays under ~3 s.
     waves_first_chunk_timeout: float = Field(1.2, gt=0, le=60)

@@ -162,6 +162,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         xml = plivo.answer_xml(
             bridge.stream_url("/plivo/stream", grant), bridge.public_url("/plivo/stream-status")
         )
+        bridge.prefetch(grant, plivo.PlivoStream.sample_rate)
         return Response(xml, media_type=XML)
 
     async def hangup(request: Request, params: dict[str, str]) -> Response:

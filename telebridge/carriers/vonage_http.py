@@ -218,6 +218,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         ncco = vonage.answer_ncco(
             bridge.stream_url("/vonage/stream", grant), rate, {vonage.CALL_HEADER: call_uuid}
         )
+        bridge.prefetch(grant, rate)
         return JSONResponse(ncco)
 
     async def event(request: Request, body: bytes) -> Response:

@@ -19,9 +19,9 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -270,6 +270,19 @@ class _Request:
                 self.responded = True
                 raise failure
             # word_timestamp and any future status: not audio, ignore.
+
+
+class Synthesizer(Protocol):
+    """Where speech comes from: the Waves client, a prompt cache, or anything that speaks alike."""
+
+    def synthesize(
+        self,
+        text: str,
+        *,
+        sample_rate: int,
+        options: SpeechOptions,
+        request_id: str | None = None,
+    ) -> AsyncIterator[bytes]: ...
 
 
 class WavesClient:

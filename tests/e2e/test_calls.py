@@ -172,3 +172,15 @@ async def test_unknown_flow_is_refused_politely(make_bridge: MakeBridge, carrier
     result = await lb.run(carrier.call(lb, CallScript(flow="nope")))
     assert result.answer_status == 200
     assert result.stream_opened_at is None
+
+
+async def test_a_prompt_heard_before_plays_without_waves(
+    make_bridge: MakeBridge, carrier: Carrier
+) -> None:
+    lb = await make_bridge(**carrier.settings())
+    first = await lb.run(carrier.call(lb))
+    second = await lb.run(carrier.call(lb))
+    assert first.heard == second.heard == carrier.audio("Hello from the test line.")
+    assert second.stream_opened_at is not None and second.first_audio_at is not None
+    # Target: under 20 ms from the stream's start for a cached prompt.
+    assert second.first_audio_at - second.stream_opened_at < 0.02
