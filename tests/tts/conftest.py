@@ -73,7 +73,7 @@ async def eventually(predicate: Callable[[], bool], limit: float = 3.0) -> None:
     """Wait until `predicate()` holds; fail the test if it does not within `limit` seconds."""
     async with asyncio.timeout(limit):
         # Polling: the counters belong to a server that has no event to wait on.
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await asyncio.sleep(0.01)
 
 
