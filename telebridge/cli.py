@@ -64,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,  # ours: call ids, JSON on request, secrets redacted
         ws="websockets-sansio",
         ws_max_size=WS_MAX_MESSAGE,
+        ws_per_message_deflate=False,  # compressing 20 ms audio frames costs CPU for nothing
         proxy_headers=True,
     )
     server = DrainingServer(config, bridge)

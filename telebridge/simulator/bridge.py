@@ -120,4 +120,7 @@ class LocalBridge:
 
     async def run(self, call: SimulatedCall) -> SimResult:
         self._calls[call.result.call_id] = call
-        return await call.run(self.http)
+        try:
+            return await call.run(self.http)
+        finally:
+            self._calls.pop(call.result.call_id, None)

@@ -136,7 +136,7 @@ class SimulatedCall(ABC):
         async with contextlib.AsyncExitStack() as stack:
             if http is None:
                 http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
-            url = await self.answer(http)
+            url = await self._answer_with_retries(http)
             if url is None:
                 self.result.ended_by = "refused"
                 return self.result
@@ -146,9 +146,22 @@ class SimulatedCall(ABC):
         self.result.max_lead = round(self.playout.max_lead, 4)
         return self.result
 
+    async def _answer_with_retries(self, http: httpx.AsyncClient) -> str | None:
+        # Carriers retry an answer URL that fails to answer (Plivo: 3 tries), so do we.
+        for attempt in range(3):
+            try:
+                return await self.answer(http)
+            except httpx.TransportError as exc:
+                self.note("answer_retry", error=type(exc).__name__)
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.1)
+        return None
+
     async def _stream(self, url: str) -> None:
         try:
-            ws = await connect(url, max_size=2**20, open_timeout=10)
+            # Carriers do not compress media streams (and audio barely compresses).
+            ws = await connect(url, max_size=2**20, open_timeout=10, compression=None)
         except Exception as exc:
             self.note("stream_refused", error=str(exc)[:120])
             self.result.ended_by = "refused"
@@ -178,6 +191,7 @@ class SimulatedCall(ABC):
                 self.result.ended_by = "bridge-closed"
             self._close_segment(None)
             self.note("closed", code=ws.close_code, by=self.result.ended_by)
+            self._ws = None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

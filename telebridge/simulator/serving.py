@@ -39,6 +39,7 @@ class ServedApp:
             "ws": "websockets-sansio",
             "lifespan": "on",
             "ws_max_size": 1024 * 1024,
+            "ws_per_message_deflate": False,
         }
         options.update(config)
         self._server = _QuietServer(uvicorn.Config(app, **options))
