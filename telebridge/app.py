@@ -35,7 +35,13 @@ from telebridge.logs import current_call
 from telebridge.metrics import Metrics
 from telebridge.session import CallObserver, CallSession, TransportClosed
 from telebridge.settings import Settings
-from telebridge.tokens import StreamGrant, TokenError, mint_stream_token, read_stream_token
+from telebridge.tokens import (
+    StreamGrant,
+    TokenError,
+    mint_stream_token,
+    read_stream_token,
+    verify_claims,
+)
 from telebridge.tts.cache import PromptCache
 from telebridge.tts.errors import TTSError
 from telebridge.tts.standin import StandinServer
@@ -306,8 +312,26 @@ class Bridge:
             if recorder is not None:
                 recorder.finish(outcome)
 
+    def signed_variables(self, token: str | None, call_id: str) -> dict[str, str]:
+        """Call variables from a `vars` query parameter; forged or broken ones are dropped."""
+        if not token:
+            return {}
+        try:
+            claims = verify_claims(self.secret, token)
+            return {str(k): str(v) for k, v in dict(claims.get("v", {})).items()}
+        except (TokenError, TypeError, ValueError):
+            logger.warning("call %s: ignoring call variables with a bad signature", call_id)
+            return {}
+
     def record_hangup(
-        self, carrier: str, call_id: str, cause: str, duration: float | None, **numbers: str
+        self,
+        carrier: str,
+        call_id: str,
+        cause: str,
+        duration: float | None,
+        *,
+        variables: dict[str, str] | None = None,
+        **numbers: str,
     ) -> None:
         """A carrier's hangup/completed callback: the call log keeps its cause and duration."""
         if self.calllog is None or not call_id:
@@ -319,6 +343,7 @@ class Bridge:
             duration,
             from_number=numbers.get("from_number"),
             to_number=numbers.get("to_number"),
+            variables=variables,
         )
 
     async def _first_event(

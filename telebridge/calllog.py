@@ -218,13 +218,16 @@ def _apply(conn: sqlite3.Connection, op: _Write) -> None:
         )
     elif op.kind == "hangup":
         conn.execute(
-            "UPDATE calls SET hangup_cause = ?, duration = ?, ended_at = COALESCE(ended_at, ?),"
+            "UPDATE calls SET hangup_cause = COALESCE(hangup_cause, ?),"
+            " duration = COALESCE(?, duration), ended_at = COALESCE(ended_at, ?),"
             " outcome = COALESCE(outcome, CASE WHEN started_at IS NULL THEN ? END),"
             " direction = COALESCE(direction, ?), from_number = COALESCE(from_number, ?),"
             " to_number = COALESCE(to_number, ?) WHERE id = ?",
             (data["cause"], data["duration"], at, NO_STREAM, data["direction"], data["from"],
              data["to"], row),
         )  # fmt: skip
+        if data.get("variables"):
+            _merge_vars(conn, row, data["variables"])
     else:
         if op.kind == "vars":
             _merge_vars(conn, row, data["values"])
@@ -448,6 +451,7 @@ class CallLog:
         direction: str | None = None,
         from_number: str | None = None,
         to_number: str | None = None,
+        variables: dict[str, str] | None = None,
     ) -> None:
         """The carrier reports the call ended: before or after the stream, or with none at all.
 
@@ -455,7 +459,7 @@ class CallLog:
         the row's empty fields.
         """
         data: dict[str, Any] = {"cause": cause, "duration": duration, "direction": direction}
-        data |= {"from": from_number, "to": to_number}
+        data |= {"from": from_number, "to": to_number, "variables": dict(variables or {})}
         self._submit(_Write((carrier, call_id), self._clock(), "hangup", data=data))
 
     def _submit(self, op: _Op) -> None:
@@ -550,6 +554,21 @@ class CallLog:
         if since is None:
             return self._read("1", (), limit)
         return self._read(f"{_WHEN} >= ?", (_stamp(since),), limit)
+
+    def find_by_variable(
+        self, name: str, value: str, *, carrier: str | None = None, since: datetime | None = None
+    ) -> list[CallRecord]:
+        """Calls whose variables hold `name` = `value` (e.g. a campaign's attempt id), oldest
+        first. `since` (naive: UTC) skips calls started, or ended unstreamed, before then, which
+        keeps the lookup to recent calls; without it every call's variables are read.
+        """
+        path = '$."' + name.replace('"', "") + '"'
+        where, params = "json_extract(variables, ?) = ?", [path, value]
+        if carrier is not None:
+            where, params = f"carrier = ? AND {where}", [carrier, *params]
+        if since is not None:
+            where, params = f"{_WHEN} >= ? AND {where}", [_stamp(since), *params]
+        return self._read(where, tuple(params), None)
 
     def _read(self, where: str, params: tuple[Any, ...], limit: int | None) -> list[CallRecord]:
         self.flush(BUSY_TIMEOUT_S)  # read this process's own writes

@@ -1,4 +1,4 @@
-"""The `telebridge` command: serve, simulate, flows check, calls, call, campaign, configure.
+"""The `telebridge` command: serve, simulate, flows check, calls, call, campaign, configure, doctor.
 
 User mistakes (arguments, settings, flow files) end with one line naming what to fix and exit 2,
 never a traceback.
@@ -54,7 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         bridge = Bridge.from_settings(settings)
     except FlowError as exc:
-        raise UsageError(f"refusing to start, the flows have errors:\n{exc}") from None
+        problems = "; ".join(str(p) for p in exc.problems)
+        raise UsageError(f"refusing to start, a flow has errors: {problems}") from None
     app = create_app(bridge)
     config = uvicorn.Config(
         app,
@@ -111,7 +112,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             if args.flow:
                 library.get(args.flow)
         except FlowError as exc:
-            raise UsageError(f"the flows have errors:\n{exc}") from None
+            problems = "; ".join(str(p) for p in exc.problems)
+            raise UsageError(f"a flow has errors: {problems}") from None
         except UnknownFlow:
             raise UsageError(
                 f"--flow: no flow named {args.flow!r} in {settings.telebridge_flows_dir} "
@@ -201,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     calls.add_argument("--since", help="only calls since then: ISO date/time or an age like 2h, 7d")
     calls.add_argument("--limit", type=int, help="only the newest N calls")
+
+    from telebridge import cli_ops
+
+    cli_ops.register(sub, add)
 
     flows = sub.add_parser("flows", help="work with flow files", description="work with flow files")
     flows_sub = flows.add_subparsers(dest="flows_command", metavar="ACTION", parser_class=_Parser)

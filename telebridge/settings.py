@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     plivo_auth_token: SecretStr | None = None
     plivo_api_url: str = "https://api.plivo.com"
 
+    # The account's API key and secret: only `telebridge configure vonage` uses them.
+    vonage_api_key: str | None = None
+    vonage_api_secret: SecretStr | None = None
     vonage_application_id: str | None = None
     vonage_private_key: SecretStr | None = None
     vonage_signature_secret: SecretStr | None = None

@@ -133,16 +133,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         if bridge.busy("plivo"):
             return Response(plivo.refusal_xml(BUSY_TEXT, "busy"), media_type=XML)
         caller, callee = params.get("From", ""), params.get("To", "")
-        variables: dict[str, str] = {}
-        signed_vars = request.query_params.get("vars")
-        if signed_vars:
-            try:
-                claims = verify_claims(bridge.secret, signed_vars)
-                variables = {str(k): str(v) for k, v in dict(claims.get("v", {})).items()}
-            except (TokenError, TypeError, ValueError):
-                logger.warning(
-                    "plivo call %s: ignoring call variables with a bad signature", call_uuid
-                )
+        variables = bridge.signed_variables(request.query_params.get("vars"), call_uuid)
         try:
             flow = bridge.choose_flow(request.query_params.get("flow"), callee)
         except UnknownFlow as exc:
@@ -181,6 +172,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             float(duration) if duration.isdigit() else None,
             from_number=params.get("From", ""),
             to_number=params.get("To", ""),
+            variables=bridge.signed_variables(
+                request.query_params.get("vars"), params.get("CallUUID", "")
+            ),
         )
         return PlainTextResponse("ok")
 

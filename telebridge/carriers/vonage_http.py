@@ -26,7 +26,7 @@ from telebridge.carriers.plivo_http import BUSY_TEXT, MAX_WEBHOOK_BYTES
 from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
 from telebridge.events import Started
 from telebridge.flows.library import UnknownFlow
-from telebridge.tokens import StreamGrant, TokenError, verify_claims
+from telebridge.tokens import StreamGrant
 
 if TYPE_CHECKING:
     from telebridge.app import Bridge
@@ -184,16 +184,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             return JSONResponse(vonage.talk_ncco(BUSY_TEXT))
         caller, callee = _text(params.get("from")), _text(params.get("to"))
         remember_region(call_uuid, _text(params.get("region_url")))
-        variables: dict[str, str] = {}
-        signed_vars = request.query_params.get("vars")
-        if signed_vars:
-            try:
-                claims = verify_claims(bridge.secret, signed_vars)
-                variables = {str(k): str(v) for k, v in dict(claims.get("v", {})).items()}
-            except (TokenError, TypeError, ValueError):
-                logger.warning(
-                    "vonage call %s: ignoring call variables with a bad signature", call_uuid
-                )
+        variables = bridge.signed_variables(request.query_params.get("vars"), call_uuid)
         try:
             flow = bridge.choose_flow(request.query_params.get("flow"), callee)
         except UnknownFlow as exc:
@@ -243,6 +234,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
                 float(duration) if duration.isdigit() else None,
                 from_number=_text(data.get("from")),
                 to_number=_text(data.get("to")),
+                variables=bridge.signed_variables(request.query_params.get("vars"), call_uuid),
             )
         return PlainTextResponse("ok")
 

@@ -2,13 +2,16 @@
 
 The SDK only speaks https to `https://{api_host}`, so the fake serves TLS with a throw-away CA
 from `trustme`; point `REQUESTS_CA_BUNDLE` at `ca_path` and the SDK's host at `host`.
-It answers `PUT /v1/calls/{uuid}` (hangup, transfer: 204, or 404 for uuids in `ended`) and
-`POST /v1/calls` (201 with a new uuid).
+It answers `PUT /v1/calls/{uuid}` (hangup, transfer: 204, or 404 for uuids in `ended`),
+`POST /v1/calls` (201 with a new uuid), `GET /v1/calls` (an empty page), and
+`GET`/`PUT /v2/applications/{id}` with Basic auth (`api_key`, `api_secret`): a PUT replaces the
+stored application, as Vonage's does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import tempfile
 import uuid as uuidlib
@@ -47,6 +50,10 @@ class VonageApiFake:
     # Status for every PUT /v1/calls/{uuid} not in `ended` (e.g. 500 to test failures).
     update_status: int = 204
     created: list[str] = field(default_factory=list)
+    # Applications by id, as Vonage shows them (without `id` and `_links`, added on GET).
+    applications: dict[str, dict[str, Any]] = field(default_factory=dict)
+    api_key: str = "abcd1234"
+    api_secret: str = "fake-api-secret"
     # Set on every request, for tests that wait for the bridge to call.
     received: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
@@ -104,11 +111,38 @@ class VonageApiFake:
             headers=CLOSE,
         )
 
+    async def _list(self, request: Request) -> Response:
+        await self._record(request)
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return JSONResponse({"title": "Unauthorized"}, status_code=401, headers=CLOSE)
+        body = {"count": 0, "page_size": 1, "record_index": 0, "_embedded": {"calls": []},
+                "_links": {"self": {"href": "/v1/calls"}}}  # fmt: skip
+        return JSONResponse(body, headers=CLOSE)
+
+    async def _application(self, request: Request) -> Response:
+        data = await self._record(request)
+        expected = base64.b64encode(f"{self.api_key}:{self.api_secret}".encode()).decode()
+        if request.headers.get("authorization") != f"Basic {expected}":
+            return JSONResponse({"title": "Unauthorized"}, status_code=401, headers=CLOSE)
+        app_id = request.path_params["id"]
+        if app_id not in self.applications:
+            return JSONResponse({"title": "Not found"}, status_code=404, headers=CLOSE)
+        if request.method == "PUT":
+            if not isinstance(data, dict) or not data.get("name"):
+                return JSONResponse({"title": "Bad Request"}, status_code=400, headers=CLOSE)
+            self.applications[app_id] = dict(data)
+        links = {"self": {"href": f"/v2/applications/{app_id}"}}
+        return JSONResponse(
+            {"id": app_id, **self.applications[app_id], "_links": links}, headers=CLOSE
+        )
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/v1/calls/{uuid}", self._update, methods=["PUT"]),
                 Route("/v1/calls", self._create, methods=["POST"]),
+                Route("/v1/calls", self._list, methods=["GET"]),
+                Route("/v2/applications/{id}", self._application, methods=["GET", "PUT"]),
             ]
         )
 

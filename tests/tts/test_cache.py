@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,7 @@ async def test_second_request_is_a_hit_with_the_same_bytes() -> None:
         },
     ],
 )
-async def test_anything_that_shapes_the_audio_is_part_of_the_key(other: dict) -> None:
+async def test_anything_that_shapes_the_audio_is_part_of_the_key(other: dict[str, Any]) -> None:
     waves = FakeWaves([b"xy"])
     cache = PromptCache(waves, max_bytes=1000)
     await collect(cache.synthesize("hi", sample_rate=8000, options=EMILY))

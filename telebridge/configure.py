@@ -1,0 +1,325 @@
+"""Point a carrier at the bridge: its webhook URLs built from `TELEBRIDGE_PUBLIC_URL`.
+
+Plivo: create or update an application's answer, hangup and fallback URLs and attach numbers to
+it. Vonage: set a voice application's answer, event and fallback URLs and turn on signed
+callbacks. Vonage's update replaces the whole application, so it is fetched first and sent back
+with only those fields changed; Plivo's SDK re-sends defaults for fields not given, so the
+application's current values are given for them. With `dry_run` nothing is changed: the report
+says what would be.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from telebridge.outbound import OutboundError, normalize_number
+from telebridge.settings import ConfigError, Settings
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigureError(Exception):
+    """The carrier cannot be configured as asked; the message names the option or setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    name: str
+    before: str
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+@dataclass
+class Report:
+    """What configuring did (or, with dry_run, would do)."""
+
+    carrier: str
+    target: str  # "application telebridge (app_id 123)"
+    fields: list[Change] = field(default_factory=list)
+    numbers: list[Change] = field(default_factory=list)
+    created: bool = False
+    dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> int:
+        return sum(c.changed for c in self.fields) + sum(c.changed for c in self.numbers)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+# --- Plivo -----------------------------------------------------------------------------------
+
+
+def plivo_urls(settings: Settings) -> dict[str, str]:
+    base = settings.require_public_url()
+    return {
+        "answer_url": f"{base}/plivo/answer",
+        "answer_method": "POST",
+        "hangup_url": f"{base}/plivo/hangup",
+        "hangup_method": "POST",
+        # Plivo asks the fallback when the answer URL failed three times: the bridge again, as
+        # the failure is most often a short outage or a slow restart.
+        "fallback_answer_url": f"{base}/plivo/answer",
+        "fallback_method": "POST",
+    }
+
+
+def _plivo_client(settings: Settings) -> Any:
+    from telebridge.carriers.plivo_rest import make_client
+
+    if not (settings.plivo_auth_id and settings.plivo_auth_token):
+        raise ConfigError("PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN are not set: needed to configure Plivo")
+    token = settings.plivo_auth_token.get_secret_value()
+    client = make_client(settings.plivo_auth_id, token, settings.plivo_api_url, timeout=10)
+    # Credentials first: the SDK's application list misreads a 401 (an AttributeError).
+    _plivo_call("reading the account", client.account.get)
+    return client
+
+
+def _plivo_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from plivo import exceptions as errors
+
+    try:
+        return fn(*args, **kwargs)
+    except errors.AuthenticationError:
+        raise ConfigError("PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN: rejected by Plivo") from None
+    except errors.ResourceNotFoundError:
+        raise
+    except errors.PlivoRestError as exc:
+        raise ConfigureError(f"plivo: {what} failed: {exc}") from None
+    except requests.RequestException as exc:
+        raise ConfigureError(f"plivo: {what} failed: {type(exc).__name__}") from None
+
+
+def _find_plivo_app(client: Any, name: str) -> Any | None:
+    found: list[Any] = []
+    offset = 0
+    while True:
+        page = _plivo_call(
+            "listing applications", client.applications.list, limit=20, offset=offset, app_name=name
+        )
+        objects = list(page)
+        # Exact names only: a filter on Plivo's side may match more loosely.
+        found += [a for a in objects if _text(getattr(a, "app_name", "")) == name]
+        meta = getattr(page, "meta", None) or {}
+        more = meta.get("next") if isinstance(meta, dict) else getattr(meta, "next", None)
+        if not objects or not more:
+            break
+        offset += len(objects)
+    if len(found) > 1:
+        ids = ", ".join(_text(getattr(a, "app_id", "")) for a in found)
+        raise ConfigureError(f"--app-name: several Plivo applications are named {name!r} ({ids}): "
+                             "pick one with --app-id")  # fmt: skip
+    return found[0] if found else None
+
+
+def _keep(app: Any) -> dict[str, Any]:
+    """The fields Plivo's update would reset to defaults, at the application's current values."""
+    kept: dict[str, Any] = {}
+    for ours, theirs in (("default_number_app", "default_app"),
+                         ("default_endpoint_app", "default_endpoint_app"),
+                         ("log_incoming_messages", "log_incoming_messages"),
+                         ("public_uri", "public_uri")):  # fmt: skip
+        value = getattr(app, theirs, None)
+        if isinstance(value, bool):
+            kept[ours] = value
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            kept[ours] = value.lower() == "true"
+    if getattr(app, "message_url", None):
+        kept["message_url"] = _text(app.message_url)
+    if getattr(app, "message_method", None):
+        kept["message_method"] = _text(app.message_method)
+    return kept
+
+
+def _app_id_of(uri: object) -> str:
+    """`/v1/Account/MA.../Application/123/` -> `123`."""
+    parts = [p for p in _text(uri).split("/") if p]
+    return parts[-1] if parts else ""
+
+
+def configure_plivo(
+    settings: Settings,
+    *,
+    app_name: str | None = None,
+    app_id: str | None = None,
+    numbers: list[str] | tuple[str, ...] = (),
+    dry_run: bool = False,
+) -> Report:
+    """Create or update the Plivo application and attach `numbers` to it."""
+    from plivo import exceptions as errors
+
+    if bool(app_name) == bool(app_id):
+        raise ConfigureError("give --app-name NAME or --app-id ID (one of them)")
+    try:
+        wanted_numbers = [normalize_number(n, "--number").lstrip("+") for n in numbers]
+    except OutboundError as exc:
+        raise ConfigureError(str(exc)) from None
+    urls = plivo_urls(settings)
+    client = _plivo_client(settings)
+    if app_id:
+        try:
+            app = _plivo_call("reading the application", client.applications.get, app_id)
+        except errors.ResourceNotFoundError:
+            raise ConfigureError(f"--app-id: no Plivo application {app_id}") from None
+    else:
+        assert app_name is not None
+        app = _find_plivo_app(client, app_name)
+    # Every number is checked before anything changes: a typo must not leave half a set-up.
+    attached: dict[str, str] = {}
+    for number in wanted_numbers:
+        try:
+            found = _plivo_call("reading the number", client.numbers.get, number)
+        except errors.ResourceNotFoundError:
+            message = f"--number: +{number} is not a number of this Plivo account"
+            raise ConfigureError(message) from None
+        attached[number] = _app_id_of(getattr(found, "application", None))
+    report = Report("plivo", "", dry_run=dry_run, created=app is None)
+    current = {k: _text(getattr(app, k, "")) if app is not None else "" for k in urls}
+    report.fields = [Change(k, current[k], v) for k, v in urls.items()]
+    if app is None:
+        assert app_name is not None
+        report.target = f"application {app_name} (new)"
+        target_id = ""
+        if not dry_run:
+            made = _plivo_call(
+                "creating the application", client.applications.create, app_name, **urls
+            )
+            target_id = _text(getattr(made, "app_id", ""))
+            report.target = f"application {app_name} (app_id {target_id}, new)"
+    else:
+        target_id = _text(getattr(app, "app_id", app_id))
+        report.target = f"application {_text(getattr(app, 'app_name', ''))} (app_id {target_id})"
+        if report.changes and not dry_run:
+            _plivo_call(
+                "updating the application",
+                client.applications.update,
+                target_id,
+                **urls,
+                **_keep(app),
+            )
+    for number, before in attached.items():
+        change = Change(f"+{number}", before, target_id or "(new application)")
+        report.numbers.append(change)
+        if change.changed and not dry_run:
+            _plivo_call("attaching the number", client.numbers.update, number, app_id=target_id)
+    return report
+
+
+# --- Vonage ----------------------------------------------------------------------------------
+
+VONAGE_WEBHOOKS = (  # (webhook, path, method)
+    ("answer_url", "/vonage/answer", "GET"),
+    ("event_url", "/vonage/event", "POST"),
+    ("fallback_answer_url", "/vonage/answer", "GET"),
+)
+
+
+def _vonage_account(settings: Settings) -> tuple[str, str]:
+    # Not settings the bridge itself needs; read them if this telebridge knows them.
+    key = getattr(settings, "vonage_api_key", None)
+    secret: Any = getattr(settings, "vonage_api_secret", None)
+    if hasattr(secret, "get_secret_value"):
+        secret = secret.get_secret_value()
+    if not key or not secret:
+        raise ConfigError(
+            "VONAGE_API_KEY / VONAGE_API_SECRET are not set: Vonage's applications API needs "
+            "the account's API key and secret (dashboard, API settings)"
+        )
+    return str(key), str(secret)
+
+
+def _vonage_client(settings: Settings) -> Any:
+    from vonage import Auth, HttpClientOptions, Vonage
+
+    from telebridge.carriers.vonage_rest import host_of
+
+    key, secret = _vonage_account(settings)
+    options = HttpClientOptions(api_host=host_of(settings.vonage_api_host), timeout=10)
+    return Vonage(Auth(api_key=key, api_secret=secret), options)
+
+
+def _vonage_call(what: str, application_id: str, fn: Any, *args: Any) -> Any:
+    from vonage import VonageError
+    from vonage_http_client.errors import HttpRequestError
+
+    try:
+        return fn(*args)
+    except HttpRequestError as exc:
+        status = exc.response.status_code
+        if status == 401:
+            raise ConfigError("VONAGE_API_KEY / VONAGE_API_SECRET: rejected by Vonage") from None
+        if status == 404:
+            message = f"--application-id: no Vonage application {application_id}"
+            raise ConfigureError(message) from None
+        raise ConfigureError(f"vonage: {what} failed: HTTP {status}") from None
+    except (VonageError, requests.RequestException) as exc:
+        raise ConfigureError(f"vonage: {what} failed: {type(exc).__name__}") from None
+
+
+def configure_vonage(settings: Settings, *, application_id: str, dry_run: bool = False) -> Report:
+    """Set the application's voice webhooks to the bridge and turn on signed callbacks."""
+    base = settings.require_public_url()
+    client = _vonage_client(settings)
+    http, path = client.http_client, f"/v2/applications/{application_id}"
+    data = _vonage_call("reading the application", application_id, http.get, http.api_host,
+                        path, None, "basic")  # fmt: skip
+    if not isinstance(data, dict):
+        raise ConfigureError("vonage: the application came back empty")
+    # Everything as it came, but the read-only parts: the update replaces the application.
+    body = {k: v for k, v in data.items() if k not in ("id", "_links")}
+    voice = body.setdefault("capabilities", {}).setdefault("voice", {})
+    webhooks = voice.setdefault("webhooks", {})
+    report = Report("vonage", f"application {_text(data.get('name'))} ({application_id})")
+    report.dry_run = dry_run
+    for name, route, method in VONAGE_WEBHOOKS:
+        hook = webhooks.setdefault(name, {})
+        for key, value in (("address", base + route), ("http_method", method)):
+            label = name if key == "address" else name.removesuffix("_url") + "_method"
+            report.fields.append(Change(label, _text(hook.get(key)), value))
+            hook[key] = value  # other keys (timeouts) stay as they were
+    report.fields.append(Change("signed_callbacks", _text(voice.get("signed_callbacks")), "True"))
+    voice["signed_callbacks"] = True
+    if report.changes and not dry_run:
+        _vonage_call("updating the application", application_id, http.put, http.api_host, path,
+                     body, "basic")  # fmt: skip
+    if settings.vonage_signature_secret is None:
+        report.notes.append(
+            "set VONAGE_SIGNATURE_SECRET to the account's signature secret so the bridge can "
+            "check the signed callbacks"
+        )
+    return report
+
+
+def format_report(report: Report) -> str:
+    """Before and after of each field, then what was (or would be) changed."""
+    lines = [f"{report.carrier} {report.target}:"]
+    rows = [(c.name, c.before or "(none)", c.after, c.changed) for c in report.fields]
+    rows += [(f"number {c.name}", c.before or "(none)", c.after, c.changed) for c in report.numbers]
+    width = max((len(r[0]) for r in rows), default=0)
+    before_width = max((len(r[1]) for r in rows), default=0)
+    for name, before, after, changed in rows:
+        shown = f"-> {after}" if changed else "(unchanged)"
+        lines.append(f"  {name.ljust(width)}  {before.ljust(before_width)}  {shown}")
+    if not report.changes:
+        lines.append("nothing to change: it already points at this bridge")
+    else:
+        what = f"{report.changes} setting(s)" + (" of a new application" if report.created else "")
+        lines.append(
+            f"dry run: would change {what}; nothing was changed"
+            if report.dry_run
+            else f"changed {what}"
+        )
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
