@@ -9,6 +9,10 @@ from telebridge.tts.standin import StandinServer
 from tests.e2e.conftest import MakeBridge, mulaw_of
 
 GREETING = "Hello from the test line."
+LONG = (
+    "This is a long prompt that keeps talking for several seconds, so that the pacer has "
+    "to hold audio back and the lead stays bounded while the carrier plays it out in real time."
+)
 
 
 async def test_a_failed_first_try_is_retried_and_heard_once(
@@ -55,7 +59,10 @@ async def test_waves_drop_mid_prompt_plays_what_came_then_apologises(
     # The part Waves produced was played (never repeated), then the carrier took over.
     assert 0 < len(result.heard) <= 8000 // 2 + 160
     assert result.ended_by == "transferred"
-    assert len(standin.requests) == 1
+    # One request from the call; a second only when the early (answer-time) one had already
+    # failed before the stream connected. Either way the caller hears one partial prompt.
+    assert len(standin.requests) <= 2
+    assert mulaw_of(LONG).startswith(result.heard)
 
 
 async def test_other_calls_are_untouched_by_a_failing_one(
