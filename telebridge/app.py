@@ -310,6 +310,8 @@ class Bridge:
             if not self.calls:
                 self._no_calls.set()
             if recorder is not None:
+                if session.hangup_reason:
+                    recorder.note("hangup", reason=session.hangup_reason)
                 recorder.finish(outcome)
 
     def signed_variables(self, token: str | None, call_id: str) -> dict[str, str]:

@@ -107,6 +107,7 @@ class CallSession:
         self.call_id = call_id
         self.state = CallState.STREAMING
         self.outcome: str | None = None
+        self.hangup_reason: str | None = None
         self._stream = stream
         self._transport = transport
         self._control = control
@@ -546,6 +547,7 @@ class CallSession:
             return
         await self.wait_played()
         self.state = CallState.ENDING
+        self.hangup_reason = reason
         self._emit("hangup", reason=reason)
         try:
             await self._control.hangup()

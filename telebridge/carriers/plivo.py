@@ -166,9 +166,9 @@ def empty_xml() -> str:
     return str(plivoxml.ResponseElement().to_string(pretty=False))
 
 
-def dial_xml(number: str) -> str:
-    """XML that connects the caller to `number` (the target of a transfer)."""
-    dial = plivoxml.DialElement().add(plivoxml.NumberElement(number.lstrip("+")))
+def dial_xml(number: str, timeout: int | None = None) -> str:
+    """XML that connects the caller to `number` (the target of a transfer), ringing `timeout` s."""
+    dial = plivoxml.DialElement(timeout=timeout).add(plivoxml.NumberElement(number.lstrip("+")))
     return str(plivoxml.ResponseElement().add(dial).to_string(pretty=False))
 
 

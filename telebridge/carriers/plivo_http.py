@@ -7,6 +7,7 @@ Every webhook is checked against `X-Plivo-Signature-V3` computed over the public
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from telebridge.app import Bridge
 
 MAX_WEBHOOK_BYTES = 64 * 1024
+# Plivo fetches a transfer's XML at once; a token older than this is not honoured.
+TRANSFER_TTL = 3600.0
 BUSY_TEXT = "All our lines are busy. Please call again later."
 
 logger = logging.getLogger(__name__)
@@ -46,14 +49,15 @@ class PlivoCallControl:
         logger.info("plivo call %s: %s", self._uuid, "hung up" if ended else "had already ended")
 
     async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
-        claims = {"to": to, "id": self._uuid, "t": int(timeout)}
+        claims = {"to": to, "id": self._uuid, "t": int(timeout), "exp": time.time() + TRANSFER_TTL}
         token = sign_claims(self._bridge.secret, claims)
         await self._rest.transfer(self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}"))
         return True
 
     async def end_with_message(self, text: str) -> bool:
         """Speak `text` with Plivo's own TTS and hang up (the A leg moves to `<Speak>` XML)."""
-        token = sign_claims(self._bridge.secret, {"say": text, "id": self._uuid})
+        claims = {"say": text, "id": self._uuid, "exp": time.time() + TRANSFER_TTL}
+        token = sign_claims(self._bridge.secret, claims)
         try:
             await self._rest.transfer(
                 self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}")
@@ -185,13 +189,17 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
     async def transfer(request: Request, params: dict[str, str]) -> Response:
         try:
             claims = verify_claims(bridge.secret, request.query_params.get("t", ""))
-        except TokenError:
+            if float(claims.get("exp", 0)) < time.time():
+                raise TokenError("expired")
+        except (TokenError, TypeError, ValueError):
             return PlainTextResponse("bad transfer token", status_code=403)
         if "say" in claims:
             return Response(plivo.refusal_xml(str(claims["say"]), "error"), media_type=XML)
         if "to" not in claims:
             return PlainTextResponse("bad transfer token", status_code=403)
-        return Response(plivo.dial_xml(str(claims["to"])), media_type=XML)
+        ring = claims.get("t")
+        timeout = int(ring) if isinstance(ring, int) and ring > 0 else None
+        return Response(plivo.dial_xml(str(claims["to"]), timeout), media_type=XML)
 
     async def stream(ws: WebSocket) -> None:
         def control(grant: StreamGrant, started: Started) -> PlivoCallControl:

@@ -45,6 +45,7 @@ class VonageCall(SimulatedCall):
         call_id: str | None = None,
         answer_query: str = "",
         method: str = "GET",
+        region_url: str = "https://api-us-3.vonage.com",
     ) -> None:
         super().__init__(base_url, call_id or str(uuid.uuid4()), script or CallScript())
         self.secret = signature_secret
@@ -55,6 +56,8 @@ class VonageCall(SimulatedCall):
         self.playout.frame_bytes = self.frame_bytes
         self.answer_query = answer_query
         self.method = method
+        # Where the bridge sends this call's REST requests; tests point it at a local fake.
+        self.region_url = region_url
         self.conversation = "CON-" + str(uuid.uuid4())
         self.ncco: list[dict[str, Any]] = []
         self.headers: dict[str, Any] = {}
@@ -71,7 +74,7 @@ class VonageCall(SimulatedCall):
             "from": self.script.caller,
             "uuid": self.result.call_id,
             "conversation_uuid": self.conversation,
-            "region_url": "https://api-us-3.vonage.com",
+            "region_url": self.region_url,
         }
         query = self.answer_query
         if self.script.flow:
