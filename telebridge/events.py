@@ -6,7 +6,9 @@ commands into wire messages; nothing else in the bridge knows a carrier's format
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +59,14 @@ WireMessage = str | bytes
 
 class ProtocolError(ValueError):
     """A carrier message that does not follow the carrier's protocol."""
+
+
+def json_object(message: str) -> dict[str, Any]:
+    """A carrier's text message as a JSON object; anything else is a ProtocolError."""
+    try:
+        data = json.loads(message)
+    except ValueError:
+        raise ProtocolError("text message is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("text message is not a JSON object")
+    return data

@@ -27,6 +27,7 @@ from telebridge.events import (
     Started,
     Stopped,
     WireMessage,
+    json_object,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,12 +56,7 @@ class PlivoStream:
     def receive(self, message: str | bytes) -> list[CallEvent]:
         if isinstance(message, bytes):
             raise ProtocolError("binary message on a Plivo stream")
-        try:
-            data = json.loads(message)
-        except ValueError:
-            raise ProtocolError("message is not JSON") from None
-        if not isinstance(data, dict):
-            raise ProtocolError("message is not a JSON object")
+        data = json_object(message)
         event = data.get("event")
         if event == "start":
             return [self._start(data)]

@@ -31,6 +31,7 @@ from telebridge.events import (
     ProtocolError,
     Started,
     WireMessage,
+    json_object,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,12 +98,7 @@ class VonageStream:
                     f"caller audio of {len(message)} bytes, expected {self.frame_bytes}"
                 )
             return [CallerAudio(message)]
-        try:
-            data = json.loads(message)
-        except ValueError:
-            raise ProtocolError("text message is not JSON") from None
-        if not isinstance(data, dict):
-            raise ProtocolError("text message is not a JSON object")
+        data = json_object(message)
         event = data.get("event")
         if event == "websocket:connected":
             return [self._connected(data)]
