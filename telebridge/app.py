@@ -199,9 +199,12 @@ class Bridge:
         if await self._all_ended(timeout):
             return
         logger.warning("drain timeout: ending %d call(s)", len(self.calls))
-        for session in list(self.calls.values()):
+        sessions = list(self.calls.values())
+        for session in sessions:
             await session.stop("shutdown")
-        if not await self._all_ended(self.settings.telebridge_mark_timeout + 5):
+        # A stopped call still plays the prompt under way: allow for the longest one left.
+        playing = max((s.audio_ahead() for s in sessions), default=0.0)
+        if not await self._all_ended(playing + self.settings.telebridge_mark_timeout + 5):
             logger.error("%d call(s) did not end in time", len(self.calls))
 
     async def _all_ended(self, limit: float) -> bool:

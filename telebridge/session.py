@@ -491,6 +491,10 @@ class CallSession:
         self._last_mark = name
         self._enqueue(_Mark(name))
 
+    def audio_ahead(self) -> float:
+        """Seconds of audio queued here or at the carrier that have not played yet."""
+        return self._queued_seconds() + self._pacer.lead(self._clock())
+
     def _queued_seconds(self) -> float:
         frames = sum(len(i.frames) for i in self._outbox if isinstance(i, _Audio))
         return frames / self._frame_bytes * 0.02

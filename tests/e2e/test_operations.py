@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from telebridge.logs import redact
-from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN
+from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN, LocalBridge
 from telebridge.simulator.carrier import CallScript
 from telebridge.simulator.plivo import PlivoCall
 from telebridge.simulator.serving import bind_loopback
@@ -22,6 +22,15 @@ LONG = (
     "This is a long prompt that keeps talking for several seconds, so that the pacer has "
     "to hold audio back and the lead stays bounded while the carrier plays it out in real time."
 )
+
+
+async def released(lb: LocalBridge) -> None:
+    assert lb.bridge is not None
+    for _ in range(100):
+        if not lb.bridge.calls:
+            return
+        await asyncio.sleep(0.02)
+    assert lb.bridge.calls == {}
 
 
 async def _streaming(lb_calls: dict[str, object]) -> None:
@@ -86,7 +95,7 @@ async def test_drain_timeout_ends_a_long_call_after_its_prompt(make_bridge: Make
     await _streaming(lb.bridge.calls)  # type: ignore[arg-type]
     await lb.bridge.drain(timeout=0.5)
     result = await call
-    assert lb.bridge.calls == {}
+    await released(lb)
     # Shutdown never cuts a prompt: it played to its end, then the call was hung up.
     assert result.heard == mulaw_of(LONG)
     assert result.ended_by == "rest-hangup"

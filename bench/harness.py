@@ -1,0 +1,357 @@
+"""Runs one load: the bridge in its own process, simulated carriers in load-generator processes.
+
+`BenchEnv` owns what outlives a run (the Waves stand-in process and a fake Plivo REST API in
+this process). `BenchEnv.run(spec)` starts a fresh bridge process, warms it up with one call,
+starts the load generators, reads the bridge's CPU and memory from /proc over the measurement
+window, then collects the carriers' figures and the bridge's `first_audio` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.child import Child
+from bench.common import (
+    BenchError,
+    ProcSample,
+    cpu_share,
+    percentile,
+    read_system_cpu,
+    system_busy,
+    try_read_proc,
+)
+from bench.loadgen import CALL_GRACE, Job, WorkerStats, make_call
+from bench.server import STATS_PATH
+from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN
+from telebridge.simulator.carrier import CallScript
+from telebridge.simulator.fake_plivo_api import FakePlivoApi
+from telebridge.simulator.serving import ServedApp
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0  # seconds a child process may take to say it is ready
+WARMUP_TRIES = 3
+WARMUP_SECONDS = 10.0
+RSS_SAMPLE_EVERY = 0.5
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    carrier: str
+    calls: int
+    seconds: float  # the measurement window
+    flow: str
+    call_seconds: float | None = None  # None: each call lasts the whole run
+    ramp: float = 2.0  # calls start evenly over this many seconds
+    settle: float = 2.0  # then this long passes before the window opens
+    loadgen_procs: int = 1
+    caller_audio: bool = True
+
+
+@dataclass
+class LoadResult:
+    spec: LoadSpec
+    window_seconds: float
+    server_cpu: float | None  # share of one core over the window
+    standin_cpu: float | None
+    loadgen_cpu: float | None  # all load generators together
+    loadgen_cpu_max: float | None  # the busiest one
+    rss_base: int  # the bridge's resident memory after warm-up, before the load
+    rss_mean: float
+    rss_max: int
+    server_active_mid: int
+    machine_busy: float | None  # the whole machine, as a fraction of all its CPUs
+    added_ms: list[float]  # the bridge's first_audio events inside the window
+    server_counts: dict[str, int]
+    carriers: WorkerStats
+    notes: list[str] = field(default_factory=list)
+
+
+class BenchEnv:
+    """The Waves stand-in (own process unless `standin_inproc`) and a fake Plivo REST API."""
+
+    def __init__(
+        self,
+        *,
+        chunk_interval: float = 0.05,
+        first_chunk_delay: float = 0.0,
+        standin_inproc: bool = False,
+        vonage_rate: int = 16000,
+        log_dir: Path | None = None,
+        profile_dir: Path | None = None,
+        prompt_cache_mb: int = 0,
+    ) -> None:
+        self.chunk_interval = chunk_interval
+        self.first_chunk_delay = first_chunk_delay
+        self.standin_inproc = standin_inproc
+        self.vonage_rate = vonage_rate
+        self._stack = contextlib.AsyncExitStack()
+        self._runs = 0
+        self._keep_logs = log_dir
+        self.profile_dir = profile_dir
+        self.prompt_cache_mb = prompt_cache_mb
+        self.log_dir = Path(".")
+        self.standin: Child | None = None
+        self.waves: dict[str, Any] = {}
+        self.plivo_api_url = ""
+
+    async def __aenter__(self) -> BenchEnv:
+        await self._stack.__aenter__()
+        try:
+            self.log_dir = self._stack.enter_context(_log_dir(self._keep_logs))
+            fake = FakePlivoApi(SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN)
+            self.plivo_api_url = (await self._stack.enter_async_context(ServedApp(fake.app()))).url
+            if not self.standin_inproc:
+                self.standin = Child(
+                    "standin", "bench.server", self._tts_args("standin"), self.log_dir
+                )
+                self._stack.push_async_callback(self.standin.stop)
+                await self.standin.start()
+                self.waves = await self.standin.read_json(START_TIMEOUT)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def _tts_args(self, role: str) -> list[str]:
+        return [
+            role,
+            "--stop-on-eof",
+            "--chunk-interval",
+            str(self.chunk_interval),
+            "--first-chunk-delay",
+            str(self.first_chunk_delay),
+        ]
+
+    def _bridge_args(self, flow: str) -> list[str]:
+        args = [
+            *self._tts_args("bridge"),
+            *("--flow", flow, "--plivo-api-url", self.plivo_api_url),
+            *("--vonage-rate", str(self.vonage_rate)),
+            *("--prompt-cache-mb", str(self.prompt_cache_mb)),
+        ]
+        if self.profile_dir is not None:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            args += ["--profile", str(self.profile_dir.resolve() / f"bridge-{self._runs}.prof")]
+        if self.standin_inproc:
+            return [*args, "--standin-inproc"]
+        return [*args, "--waves-url", self.waves["waves_url"], "--waves-key", self.waves["api_key"]]
+
+    async def run(self, spec: LoadSpec) -> LoadResult:
+        self._runs += 1
+        bridge = Child(
+            f"bridge-{self._runs}", "bench.server", self._bridge_args(spec.flow), self.log_dir
+        )
+        workers: list[Child] = []
+        try:
+            await bridge.start()
+            ready = await bridge.read_json(START_TIMEOUT)
+            url = str(ready["url"])
+            async with httpx.AsyncClient(timeout=15) as http:
+                await self._check_carrier(http, url, spec.carrier)
+                await self._warm_up(http, url, spec)
+                await asyncio.sleep(0.5)
+                base = try_read_proc(bridge.pid)
+                workers = await self._start_workers(spec, url)
+                return await self._measure(spec, url, http, bridge, workers, base)
+        except httpx.HTTPError as exc:
+            raise BenchError(
+                f"the bridge stopped answering ({exc!r}):\n{bridge.log_tail()}"
+            ) from None
+        finally:
+            for child in [bridge, *workers]:
+                await child.stop()
+
+    async def _check_carrier(self, http: httpx.AsyncClient, url: str, carrier: str) -> None:
+        if carrier == "vonage":
+            response = await http.get(f"{url}/vonage/answer")
+            if response.status_code == 404:
+                raise BenchError("this build of the bridge does not serve /vonage/* yet")
+
+    async def _warm_up(self, http: httpx.AsyncClient, url: str, spec: LoadSpec) -> None:
+        """One call first, so the stand-in has rendered the flow's text and sockets are open."""
+        job = self._job(spec, url, [0.0])
+        ended_by = ""
+        for _ in range(WARMUP_TRIES):
+            script = CallScript(flow=spec.flow, caller_audio=False, hangup_after=WARMUP_SECONDS)
+            call = make_call(job, script, WorkerStats(0.0, 0.0))
+            task = asyncio.create_task(call.run(http))
+            # Hang up as soon as audio arrives: the warm-up is for the first prompt only.
+            for _ in range(int(WARMUP_SECONDS / 0.05)):
+                if task.done() or call.result.first_audio_at is not None:
+                    break
+                await asyncio.sleep(0.05)
+            await call.end("caller-hangup")
+            result = await task
+            if result.first_audio_at is not None:
+                return
+            ended_by = result.ended_by
+        raise BenchError(f"the warm-up call heard no audio (ended by {ended_by})")
+
+    def _job(self, spec: LoadSpec, url: str, slots: list[float]) -> Job:
+        run_seconds = spec.ramp + spec.settle + spec.seconds
+        return Job(
+            carrier=spec.carrier,
+            base_url=url,
+            flow=spec.flow,
+            slots=slots,
+            call_seconds=spec.call_seconds if spec.call_seconds is not None else run_seconds,
+            run_seconds=run_seconds,
+            window=(spec.ramp + spec.settle, run_seconds),
+            caller_audio=spec.caller_audio,
+            vonage_rate=self.vonage_rate,
+        )
+
+    async def _start_workers(self, spec: LoadSpec, url: str) -> list[Child]:
+        offsets = [i * spec.ramp / spec.calls for i in range(spec.calls)]
+        count = min(spec.loadgen_procs, spec.calls)
+        workers = [
+            Child(f"loadgen-{self._runs}-{k}", "bench.loadgen", [], self.log_dir)
+            for k in range(count)
+        ]
+        for k, worker in enumerate(workers):
+            await worker.start()
+            job = self._job(spec, url, offsets[k::count])
+            await worker.send(dataclasses.asdict(job))
+        for worker in workers:
+            if await worker.read_line(START_TIMEOUT) != "ready":
+                raise BenchError(f"{worker.name} did not say ready")
+        return workers
+
+    async def _measure(
+        self,
+        spec: LoadSpec,
+        url: str,
+        http: httpx.AsyncClient,
+        bridge: Child,
+        workers: list[Child],
+        base: ProcSample | None,
+    ) -> LoadResult:
+        start_at = time.monotonic() + 0.3
+        for worker in workers:
+            await worker.send({"start_at": start_at})
+        job = self._job(spec, url, [])
+        window_start, window_end = start_at + job.window[0], start_at + job.window[1]
+        pids = {"bridge": bridge.pid, "standin": self.standin.pid if self.standin else None}
+        await _sleep_until(window_start)
+        before = {name: try_read_proc(pid) for name, pid in pids.items()}
+        machine_before = read_system_cpu()
+        t0 = time.monotonic()
+        rss: list[int] = []
+        active_mid = -1
+        for _ in range(int(spec.seconds / RSS_SAMPLE_EVERY) + 2):
+            now = time.monotonic()
+            if now >= window_end:
+                break
+            sample = try_read_proc(bridge.pid)
+            if sample is not None:
+                rss.append(sample.rss_bytes)
+            if active_mid < 0 and now >= (window_start + window_end) / 2:
+                active_mid = int((await http.get(url + STATS_PATH)).json()["active_calls"])
+            await asyncio.sleep(min(RSS_SAMPLE_EVERY, max(0.0, window_end - time.monotonic())))
+        after = {name: try_read_proc(pid) for name, pid in pids.items()}
+        machine_after = read_system_cpu()
+        t1 = time.monotonic()
+        carriers = WorkerStats(window_start, window_end)
+        loadgen: list[float] = []
+        for worker in workers:
+            data = await worker.read_json(job.run_seconds + CALL_GRACE + 30)
+            carriers.merge(data)
+            if data.get("cpu_seconds") is not None:
+                loadgen.append(float(data["cpu_seconds"]) / spec.seconds)
+        stats = (await http.get(url + STATS_PATH)).json()
+        added = [ms for t, ms in stats["first_audio"] if window_start <= t <= window_end]
+        shares = {name: cpu_share(before[name], after[name], t1 - t0) for name in pids}
+        return LoadResult(
+            spec=spec,
+            window_seconds=t1 - t0,
+            server_cpu=shares["bridge"],
+            standin_cpu=shares["standin"],
+            loadgen_cpu=sum(loadgen) if loadgen else None,
+            loadgen_cpu_max=max(loadgen) if loadgen else None,
+            rss_base=base.rss_bytes if base is not None else 0,
+            rss_mean=sum(rss) / len(rss) if rss else 0.0,
+            rss_max=max(rss, default=0),
+            server_active_mid=max(0, active_mid),
+            machine_busy=system_busy(machine_before, machine_after),
+            added_ms=added,
+            server_counts={str(k): int(v) for k, v in stats["counts"].items()},
+            carriers=carriers,
+        )
+
+
+async def _sleep_until(t: float) -> None:
+    await asyncio.sleep(max(0.0, t - time.monotonic()))
+
+
+@contextlib.contextmanager
+def _log_dir(keep: Path | None) -> Iterator[Path]:
+    """Child logs live in a temporary directory, or in `keep` when one is given."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="tb-bench-logs-") as path:
+        yield Path(path)
+
+
+# Above these, the load generator's own timing is suspect and its figures are flagged.
+LOADGEN_CPU_LIMIT = 0.85
+LOADGEN_LAG_LIMIT_MS = 20.0
+MACHINE_BUSY_LIMIT = 0.9
+
+
+def loadgen_saturated(result: LoadResult) -> bool:
+    lag = percentile(result.carriers.lag_ms, 99)
+    return (result.loadgen_cpu_max or 0.0) > LOADGEN_CPU_LIMIT or (
+        lag is not None and lag > LOADGEN_LAG_LIMIT_MS
+    )
+
+
+def run_notes(result: LoadResult, cpus: int | None) -> list[str]:
+    """Warnings about one run: saturation, failed calls, protocol violations."""
+    notes: list[str] = []
+    calls = result.spec.calls
+    c = result.carriers
+    if loadgen_saturated(result):
+        lag = percentile(c.lag_ms, 99)
+        notes.append(
+            f"{calls} calls: the load generator was near saturation (busiest process "
+            f"{(result.loadgen_cpu_max or 0) * 100:.0f}% of a core, loop lag p99 "
+            f"{lag or 0:.1f} ms): its timings are pessimistic; try --loadgen-procs"
+        )
+    ours = sum(x or 0.0 for x in (result.server_cpu, result.standin_cpu, result.loadgen_cpu))
+    busy = result.machine_busy
+    if busy is not None and busy > MACHINE_BUSY_LIMIT and cpus:
+        others = max(0.0, busy * cpus - ours)
+        notes.append(
+            f"{calls} calls: the machine was CPU-bound ({busy * 100:.0f}% of its {cpus} "
+            f"CPUs busy; the benchmark's processes used {ours * 100:.0f}% of a core, other "
+            f"processes about {others * 100:.0f}%): they competed for CPU"
+        )
+    if c.violations:
+        notes.append(
+            f"{calls} calls: {c.violations} protocol violations, e.g. {c.violation_examples[:2]}"
+        )
+    if c.errors:
+        notes.append(f"{calls} calls: failed calls {dict(c.errors)}")
+    if c.no_audio:
+        notes.append(f"{calls} calls: {c.no_audio} calls measured heard no audio")
+    troubles = {k: v for k, v in result.server_counts.items() if k in ("tts_error", "mark_timeout")}
+    if troubles:
+        notes.append(f"{calls} calls: bridge events {troubles}")
+    return notes

@@ -1,0 +1,317 @@
+"""A load-generator process: many simulated carrier calls against one bridge, measured.
+
+Run by `bench.harness` as `python -m bench.loadgen`. It reads its job (one JSON line) from
+stdin, prints `ready`, waits for the `go` line that carries the common start time, runs its
+call slots and prints its figures as one JSON line. Each slot places calls one after another
+(`PlivoCall` / `VonageCall` from the simulator, caller audio at 50 frames a second) until the
+run's deadline, so the number of calls in progress stays at the number of slots.
+
+Lateness is measured on the carrier side by `MeteredPlayout`: the carrier's playback queue runs
+dry at `queue_end`; an audio message that continues a prompt and arrives after that moment is
+late by the difference, and the caller heard a gap (an underrun). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bench.common import raise_fd_limit
+from telebridge.simulator.bridge import SIM_PLIVO_AUTH_TOKEN, SIM_VONAGE_SECRET
+from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
+from telebridge.simulator.playout import Playout
+from telebridge.simulator.plivo import PlivoCall
+from telebridge.simulator.vonage import VonageCall
+
+logger = logging.getLogger(__name__)
+
+# Upper bounds, so no loop runs unbounded whatever the job says.
+MAX_CALLS_PER_SLOT = 10_000
+CALL_GRACE = 20.0  # seconds a call may outlive its planned hang-up before it is abandoned
+LAG_TICK = 0.05  # the loop-lag probe's period
+
+
+@dataclass
+class WorkerStats:
+    """Figures of one load generator; only events inside the window count."""
+
+    window_start: float
+    window_end: float
+    messages: int = 0  # audio messages continuing a prompt
+    late_ms: list[float] = field(default_factory=list)  # lateness of those that came late
+    calls_with_underrun: int = 0
+    audio_seconds: float = 0.0
+    call_seconds: float = 0.0
+    ttfa_ms: list[float] = field(default_factory=list)  # stream start -> first audio
+    lag_ms: list[float] = field(default_factory=list)
+    calls_started: int = 0
+    calls_measured: int = 0
+    no_audio: int = 0
+    violations: int = 0
+    violation_examples: list[str] = field(default_factory=list)
+    ended_by: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    active_mid: int = 0
+    max_lead: float = 0.0
+    cpu_seconds: float | None = None  # this process's user + system CPU inside the window
+
+    def inside(self, t: float) -> bool:
+        return self.window_start <= t <= self.window_end
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "late_ms": [round(v, 3) for v in self.late_ms],
+            "calls_with_underrun": self.calls_with_underrun,
+            "audio_seconds": self.audio_seconds,
+            "call_seconds": self.call_seconds,
+            "ttfa_ms": [round(v, 3) for v in self.ttfa_ms],
+            "lag_ms": [round(v, 3) for v in self.lag_ms],
+            "calls_started": self.calls_started,
+            "calls_measured": self.calls_measured,
+            "no_audio": self.no_audio,
+            "violations": self.violations,
+            "violation_examples": self.violation_examples,
+            "ended_by": dict(self.ended_by),
+            "errors": dict(self.errors),
+            "active_mid": self.active_mid,
+            "max_lead": self.max_lead,
+            "cpu_seconds": self.cpu_seconds,
+        }
+
+    def merge(self, data: dict[str, Any]) -> None:
+        """Add the figures of another load generator (its `as_json()`)."""
+        self.messages += int(data["messages"])
+        self.late_ms += [float(v) for v in data["late_ms"]]
+        self.calls_with_underrun += int(data["calls_with_underrun"])
+        self.audio_seconds += float(data["audio_seconds"])
+        self.call_seconds += float(data["call_seconds"])
+        self.ttfa_ms += [float(v) for v in data["ttfa_ms"]]
+        self.lag_ms += [float(v) for v in data["lag_ms"]]
+        self.calls_started += int(data["calls_started"])
+        self.calls_measured += int(data["calls_measured"])
+        self.no_audio += int(data["no_audio"])
+        self.violations += int(data["violations"])
+        self.violation_examples += list(data["violation_examples"])[:5]
+        self.ended_by.update(data["ended_by"])
+        self.errors.update(data["errors"])
+        self.active_mid += int(data["active_mid"])
+        self.max_lead = max(self.max_lead, float(data["max_lead"]))
+
+
+class MeteredPlayout(Playout):
+    """The carrier's playback queue, timed like `Playout` but keeping no audio, and metered.
+
+    A prompt starts with the first audio after a mark or a clear; every later message of the
+    prompt is needed by the time the queue runs dry (`queue_end` before it is added).
+    """
+
+    def __init__(self, bytes_per_second: int, frame_bytes: int, stats: WorkerStats) -> None:
+        super().__init__(bytes_per_second, frame_bytes)
+        self.stats = stats
+        self.in_prompt = False
+        self.underran = False
+
+    def enqueue(self, now: float, data: bytes) -> float:
+        stats = self.stats
+        if stats.inside(now):
+            seconds = len(data) / self.bytes_per_second
+            stats.audio_seconds += seconds
+            if self.in_prompt:
+                stats.messages += 1
+                late = now - self.queue_end
+                if late > 0:
+                    stats.late_ms.append(late * 1000)
+                    if not self.underran:
+                        self.underran = True
+                        stats.calls_with_underrun += 1
+        self.in_prompt = True
+        start = max(self.queue_end, now)
+        self.queue_end = start + len(data) / self.bytes_per_second
+        self.max_lead = max(self.max_lead, self.queue_end - now)
+        return start
+
+    def mark_time(self, now: float) -> float:
+        self.in_prompt = False
+        return max(self.queue_end, now)
+
+    def clear(self, now: float) -> float:
+        self.in_prompt = False
+        dropped = self.lead(now)
+        self.queue_end = now
+        return dropped
+
+    def heard(self, until: float | None = None) -> bytes:
+        return b""  # nothing kept: hours of audio from hundreds of calls would not fit
+
+
+@dataclass(frozen=True)
+class Job:
+    carrier: str
+    base_url: str
+    flow: str
+    slots: list[float]  # start offsets of each slot, seconds after the start time
+    call_seconds: float  # the caller hangs up this long after the stream opens
+    run_seconds: float  # no call runs past start + run_seconds
+    window: tuple[float, float]  # offsets of the measurement window
+    caller_audio: bool = True
+    vonage_rate: int = 16000
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        return cls(
+            carrier=str(data["carrier"]),
+            base_url=str(data["base_url"]),
+            flow=str(data["flow"]),
+            slots=[float(x) for x in data["slots"]],
+            call_seconds=float(data["call_seconds"]),
+            run_seconds=float(data["run_seconds"]),
+            window=(float(data["window"][0]), float(data["window"][1])),
+            caller_audio=bool(data.get("caller_audio", True)),
+            vonage_rate=int(data.get("vonage_rate", 16000)),
+        )
+
+
+def make_call(job: Job, script: CallScript, stats: WorkerStats) -> SimulatedCall:
+    """A simulated call of the job's carrier whose playback queue is metered into `stats`."""
+    call: SimulatedCall
+    if job.carrier == "plivo":
+        call = PlivoCall(job.base_url, SIM_PLIVO_AUTH_TOKEN, script)
+    elif job.carrier == "vonage":
+        call = VonageCall(job.base_url, SIM_VONAGE_SECRET, script, rate=job.vonage_rate)
+    else:
+        raise ValueError(f"unknown carrier {job.carrier!r}")
+    call.playout = MeteredPlayout(call.bytes_per_second, call.frame_bytes, stats)
+    return call
+
+
+def record(stats: WorkerStats, result: SimResult, closed_at: float) -> None:
+    opened = result.stream_opened_at
+    stats.ended_by[result.ended_by or "unknown"] += 1
+    for text in result.violations:
+        stats.violations += 1
+        if len(stats.violation_examples) < 5:
+            stats.violation_examples.append(text[:200])
+    if opened is None:
+        return
+    overlap = min(closed_at, stats.window_end) - max(opened, stats.window_start)
+    stats.call_seconds += max(0.0, overlap)
+    if stats.inside(opened):
+        stats.calls_measured += 1
+        if result.first_audio_at is None:
+            stats.no_audio += 1
+        else:
+            stats.ttfa_ms.append((result.first_audio_at - opened) * 1000)
+    stats.max_lead = max(stats.max_lead, result.max_lead)
+
+
+class Worker:
+    def __init__(self, job: Job, start_at: float) -> None:
+        self.job = job
+        self.start_at = start_at
+        self.deadline = start_at + job.run_seconds
+        self.stats = WorkerStats(start_at + job.window[0], start_at + job.window[1])
+        self.live: set[SimulatedCall] = set()
+
+    async def run(self) -> WorkerStats:
+        limits = httpx.Limits(max_connections=4096, max_keepalive_connections=256)
+        async with httpx.AsyncClient(timeout=15, limits=limits) as http:
+            probes = [
+                asyncio.create_task(self._lag_probe()),
+                asyncio.create_task(self._mid()),
+                asyncio.create_task(self._cpu()),
+            ]
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for offset in self.job.slots:
+                        group.create_task(self._slot(http, offset))
+            finally:
+                for probe in probes:
+                    probe.cancel()
+                await asyncio.gather(*probes, return_exceptions=True)
+        return self.stats
+
+    async def _slot(self, http: httpx.AsyncClient, offset: float) -> None:
+        await asyncio.sleep(max(0.0, self.start_at + offset - time.monotonic()))
+        for _ in range(MAX_CALLS_PER_SLOT):
+            remaining = self.deadline - time.monotonic()
+            if remaining < 0.5:
+                return
+            hang_up = min(self.job.call_seconds, remaining)
+            script = CallScript(
+                flow=self.job.flow, caller_audio=self.job.caller_audio, hangup_after=hang_up
+            )
+            call = make_call(self.job, script, self.stats)
+            self.stats.calls_started += 1
+            self.live.add(call)
+            try:
+                async with asyncio.timeout(hang_up + CALL_GRACE):
+                    result = await call.run(http)
+            except Exception as exc:  # one failed call must not stop the run; count it
+                self.stats.errors[type(exc).__name__] += 1
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        await call.end("abandoned")
+                await asyncio.sleep(0.2)
+                continue
+            finally:
+                self.live.discard(call)
+            record(self.stats, result, time.monotonic())
+            if result.ended_by == "refused":
+                await asyncio.sleep(0.2)  # no hot loop against a bridge that refuses
+
+    async def _lag_probe(self) -> None:
+        """How late this loop wakes up: if it lags, its arrival times are late too."""
+        while time.monotonic() < self.deadline:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_TICK)
+            after = time.monotonic()
+            if self.stats.inside(after):
+                self.stats.lag_ms.append(max(0.0, after - before - LAG_TICK) * 1000)
+
+    async def _cpu(self) -> None:
+        """Own CPU over the window (getrusage via process_time): this process may be gone
+        before the harness could read /proc at the window's end."""
+        await asyncio.sleep(max(0.0, self.stats.window_start - time.monotonic()))
+        before = time.process_time()
+        await asyncio.sleep(max(0.0, self.stats.window_end - time.monotonic()))
+        self.stats.cpu_seconds = time.process_time() - before
+
+    async def _mid(self) -> None:
+        middle = (self.stats.window_start + self.stats.window_end) / 2
+        await asyncio.sleep(max(0.0, middle - time.monotonic()))
+        self.stats.active_mid = sum(
+            1 for c in self.live if c.result.stream_opened_at is not None and not c.result.ended_by
+        )
+
+
+def main() -> int:
+    if sys.argv[1:]:
+        print(__doc__)
+        return 0 if sys.argv[1] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    raise_fd_limit()
+    line = sys.stdin.readline()
+    if not line.strip():
+        message = "bench.loadgen: expects its job as a JSON line on stdin (bench.harness runs it)"
+        print(message, file=sys.stderr)
+        return 2
+    job = Job.from_json(json.loads(line))
+    print("ready", flush=True)
+    go = json.loads(sys.stdin.readline())
+    stats = asyncio.run(Worker(job, float(go["start_at"])).run())
+    print(json.dumps(stats.as_json()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""The bridge, or the Waves stand-in, in a process of its own, for the benchmarks.
+
+`python -m bench.server bridge` serves the real app (`create_app` under uvicorn via `ServedApp`)
+on a loopback port with simulated carrier credentials, speaking to a Waves stand-in given by
+`--waves-url` (or one inside this process with `--standin-inproc`). `python -m bench.server
+standin` serves only the stand-in. Each prints one JSON line when ready (`url`, `port`, `pid`)
+and serves until SIGINT/SIGTERM, or until its stdin closes with `--stop-on-eof`.
+
+Besides the app's routes the bridge answers `GET /_bench/stats`: the `first_audio` observer
+events (monotonic time, `added_ms`), counts of every observer event, and the live calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import functools
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bench.common import raise_fd_limit
+from telebridge.app import Bridge, create_app
+from telebridge.settings import load_settings
+from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN, SIM_VONAGE_SECRET
+from telebridge.simulator.fake_plivo_api import FakePlivoApi
+from telebridge.simulator.serving import ServedApp
+from telebridge.tts import standin
+
+logger = logging.getLogger(__name__)
+
+STATS_PATH = "/_bench/stats"
+# Observer events kept for /_bench/stats; beyond this the oldest are dropped (bounded memory).
+MAX_EVENTS = 1_000_000
+
+
+class EventRecorder:
+    """A call observer that keeps what the benchmarks read back."""
+
+    def __init__(self) -> None:
+        self.first_audio: list[tuple[float, float]] = []  # (monotonic time, added_ms)
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
+        self.counts[kind] += 1
+        if kind == "first_audio":
+            self.first_audio.append((time.monotonic(), float(fields.get("added_ms", 0.0))))
+            if len(self.first_audio) > MAX_EVENTS:
+                del self.first_audio[: MAX_EVENTS // 10]
+
+
+class BenchRoutes:
+    """The app, plus `GET /_bench/stats` answered before the app sees the request."""
+
+    def __init__(self, app: ASGIApp, recorder: EventRecorder, bridge: Bridge) -> None:
+        self._app = app
+        self._recorder = recorder
+        self._bridge = bridge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == STATS_PATH:
+            body = json.dumps(
+                {
+                    "now": time.monotonic(),
+                    "active_calls": len(self._bridge.calls),
+                    "counts": dict(self._recorder.counts),
+                    "first_audio": self._recorder.first_audio,
+                }
+            ).encode()
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._app(scope, receive, send)
+
+
+def bind_tcp_loopback(port: int = 0) -> socket.socket:
+    """A listening socket on 127.0.0.1 made as `telebridge serve` (uvicorn) makes its own.
+
+    The protocol must be given as IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose
+    `proto` says TCP, and accepted connections inherit it. A socket made with proto 0 (as
+    `telebridge.simulator.serving.bind_loopback` does) leaves Nagle's algorithm on, which holds
+    back small messages sent in a burst (one-frame Vonage messages) by 10-40 ms.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def cache_standin_renders() -> None:
+    """Keep espeak's PCM per text, so synthesis CPU does not limit the benchmark.
+
+    The stand-in calls the module's `render` at each request; the bench flows speak a few fixed
+    texts, so after the first call each request only sends (paced) chunks, like a fast Waves.
+    """
+    if not hasattr(standin.render, "cache_info"):
+        standin.render = functools.lru_cache(maxsize=64)(standin.render)
+
+
+def make_standin(args: argparse.Namespace) -> standin.StandinServer:
+    cache_standin_renders()
+    faults = standin.Faults(
+        chunk_interval=args.chunk_interval, first_chunk_delay=args.first_chunk_delay
+    )
+    return standin.StandinServer(api_key="sk_" + secrets.token_hex(16), faults=faults)
+
+
+async def wait_for_stop(stop_on_eof: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if stop_on_eof:
+
+        def on_stdin() -> None:
+            try:
+                data = os.read(sys.stdin.fileno(), 4096)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(sys.stdin.fileno())
+                stop.set()
+
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+    await stop.wait()
+
+
+def announce(**fields: Any) -> None:
+    print(json.dumps({"pid": os.getpid(), **fields}), flush=True)
+
+
+async def serve_standin(args: argparse.Namespace) -> None:
+    async with make_standin(args) as server:
+        announce(role="standin", waves_url=server.url, api_key=server.api_key)
+        await wait_for_stop(args.stop_on_eof)
+
+
+async def serve_bridge(args: argparse.Namespace) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        waves_url, waves_key = args.waves_url, args.waves_key
+        if args.standin_inproc or waves_url is None:
+            server = await stack.enter_async_context(make_standin(args))
+            waves_url, waves_key = server.url, server.api_key
+        plivo_api_url = args.plivo_api_url
+        if plivo_api_url is None:
+            # Never the real Plivo: hangups of this process go to a fake beside it.
+            fake = FakePlivoApi(SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN)
+            plivo_api_url = (await stack.enter_async_context(ServedApp(fake.app()))).url
+        sock = bind_tcp_loopback(args.port)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-bench-")))
+        settings = load_settings(
+            None,
+            telebridge_public_url=url,
+            telebridge_flows_dir=Path(args.flows_dir),
+            telebridge_flow=args.flow,
+            telebridge_db=workdir / "calls.db",
+            telebridge_numbers={},
+            telebridge_log_level=args.log_level,
+            plivo_auth_id=SIM_PLIVO_AUTH_ID,
+            plivo_auth_token=SIM_PLIVO_AUTH_TOKEN,
+            plivo_api_url=plivo_api_url,
+            vonage_signature_secret=SIM_VONAGE_SECRET,
+            # No REST credentials: a Vonage call is ended by closing its socket, never by a
+            # request to the real Vonage API.
+            vonage_application_id=None,
+            vonage_private_key=None,
+            vonage_audio_rate=args.vonage_rate,
+            waves_api_key=waves_key,
+            waves_url=waves_url,
+            # The prompt cache would serve every prompt of the bench flows (fixed texts) from
+            # memory after the first call; off by default so the Waves path is what is measured.
+            telebridge_cache_mb=args.prompt_cache_mb,
+            # The capacity benchmark looks for the process's own limit, not the configured one.
+            telebridge_max_calls=args.max_calls,
+        )
+        bridge = Bridge.from_settings(settings)
+        recorder = EventRecorder()
+        bridge.observers.append(recorder)
+        app = BenchRoutes(create_app(bridge), recorder, bridge)
+        served = await stack.enter_async_context(ServedApp(app, sock, ws=args.ws))
+        announce(role="bridge", url=served.url, port=served.port, waves_url=waves_url)
+        await wait_for_stop(args.stop_on_eof)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.server", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("role", choices=("bridge", "standin"), nargs="?", default="bridge")
+    parser.add_argument("--port", type=int, default=0, help="loopback port (0: a free one)")
+    parser.add_argument("--flows-dir", default=str(Path(__file__).parent / "flows"))
+    parser.add_argument("--flow", default="short")
+    parser.add_argument("--plivo-api-url", help="fake Plivo REST API (default: one in-process)")
+    parser.add_argument("--waves-url", help="Waves stand-in URL (default: one in-process)")
+    parser.add_argument("--waves-key", default=None)
+    parser.add_argument("--standin-inproc", action="store_true")
+    parser.add_argument("--chunk-interval", type=float, default=0.05)
+    parser.add_argument("--first-chunk-delay", type=float, default=0.0)
+    parser.add_argument("--vonage-rate", type=int, choices=(8000, 16000, 24000), default=16000)
+    parser.add_argument("--prompt-cache-mb", type=int, default=0, help="0: no prompt cache")
+    parser.add_argument("--max-calls", type=int, default=100_000, help="TELEBRIDGE_MAX_CALLS")
+    parser.add_argument("--ws", default="websockets-sansio", help="uvicorn WebSocket protocol")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
+    )
+    parser.add_argument("--stop-on-eof", action="store_true", help="stop when stdin closes")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of this process here")
+    args = parser.parse_args(argv)
+    for name in ("plivo_api_url", "waves_url"):
+        value = getattr(args, name)
+        if value is not None and "//127.0.0.1:" not in value:
+            parser.error(f"--{name.replace('_', '-')} must be a 127.0.0.1 address")
+    if args.waves_url is not None and args.waves_key is None:
+        parser.error("--waves-url needs --waves-key")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    raise_fd_limit()
+    serve = serve_standin if args.role == "standin" else serve_bridge
+    if args.profile is None:
+        asyncio.run(serve(args))
+        return 0
+    # Profiling slows the process (about twice): its figures are for finding hot spots only.
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(asyncio.run, serve(args))
+    finally:
+        profiler.dump_stats(args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
