@@ -47,15 +47,20 @@ class PlivoStream:
     sample_rate = 8000
     max_frames_per_message = MAX_FRAMES_PER_MESSAGE
 
-    def __init__(self) -> None:
+    def __init__(self, *, decode_caller_audio: bool = False) -> None:
         self.call_id: str | None = None
         self.stream_id: str | None = None
+        # Caller audio arrives 50 times a second and nothing in the bridge listens to it yet:
+        # unless asked to, media messages are recognised by their head and not parsed at all.
+        self._decode_media = decode_caller_audio
 
     # --- carrier -> bridge --------------------------------------------------------
 
     def receive(self, message: str | bytes) -> list[CallEvent]:
         if isinstance(message, bytes):
             raise ProtocolError("binary message on a Plivo stream")
+        if not self._decode_media and self.stream_id is not None and _is_media(message):
+            return []
         data = json_object(message)
         event = data.get("event")
         if event == "start":
@@ -140,6 +145,11 @@ class PlivoStream:
         if self.stream_id is None:
             raise RuntimeError("no stream id before start")
         return self.stream_id
+
+
+def _is_media(message: str) -> bool:
+    head = message[:48]
+    return '"event":"media"' in head or '"event": "media"' in head
 
 
 # --- webhooks -------------------------------------------------------------------------
