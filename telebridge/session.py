@@ -126,6 +126,7 @@ class CallSession:
         self._outbox: deque[_Audio | _Mark] = deque()
         self._urgent: deque[WireMessage] = deque()
         self._wake = asyncio.Event()
+        self._sender_idle = False
         self._closed = asyncio.Event()
         self._digits: deque[str] = deque()
         self._digit_event = asyncio.Event()
@@ -323,7 +324,9 @@ class CallSession:
 
     def _enqueue(self, item: _Audio | _Mark) -> None:
         self._outbox.append(item)
-        self._wake.set()
+        if self._sender_idle:
+            # A sender held back by the pacer is not woken: more audio changes nothing for it.
+            self._wake.set()
 
     async def _send(self, messages: list[WireMessage]) -> None:
         for message in messages:
@@ -346,7 +349,11 @@ class CallSession:
                 continue
             if not self._outbox:
                 self._wake.clear()
-                await self._wake.wait()
+                self._sender_idle = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._sender_idle = False
                 continue
             item = self._outbox[0]
             now = self._clock()
