@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from telebridge.app import Bridge, create_app
+from telebridge.app import WS_MAX_MESSAGE, Bridge, create_app
 from telebridge.session import CallObserver
 from telebridge.settings import Settings, load_settings
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
@@ -85,7 +85,8 @@ class LocalBridge:
             self.bridge.tts = self._tts
         if self._observer is not None:
             self.bridge.observers.append(self._observer)
-        await self._stack.enter_async_context(ServedApp(create_app(self.bridge), sock))
+        served = ServedApp(create_app(self.bridge), sock, ws_max_size=WS_MAX_MESSAGE)
+        await self._stack.enter_async_context(served)
         self.http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
 
     @property

@@ -81,3 +81,43 @@ async def test_other_calls_are_untouched_by_a_failing_one(
             assert result.violations == []
             assert result.heard == mulaw_of(f"Hello 1415555{i:04d}, this is plivo.")
             assert result.ended_by == "rest-hangup"
+
+
+async def test_a_refused_key_ends_the_call_politely_without_retrying(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
+    # Refused from the start: no pre-warmed socket slips past the handshake.
+    standin.faults.refuse_status = 401  # a configuration error: asking again cannot help
+    lb = await make_bridge()
+    result = await lb.run(lb.plivo_call())
+    assert result.heard == b"" and result.ended_by == "transferred"
+    assert result.stream_opened_at is not None
+    [update] = [r for r in lb.plivo_api.requests if r.method == "POST"]
+    assert update.at - result.stream_opened_at < 1.0
+    metrics = (await lb.http.get(f"{lb.url}/metrics")).text
+    assert 'telebridge_waves_errors_total{kind="auth"} 1.0' in metrics
+
+
+async def test_over_the_waves_limit_is_retried_after_a_short_back_off(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
+    standin.faults.refuse_status = 429
+    standin.faults.retry_after = 0.2
+    lb = await make_bridge()
+    assert lb.bridge is not None
+    calls = lb.bridge.calls
+
+    async def lift() -> None:
+        # Waves frees a unit while the bridge backs off: the retry goes through.
+        while not calls:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)
+        standin.faults.refuse_status = None
+
+    lifter = asyncio.create_task(lift())
+    result = await lb.run(lb.plivo_call())
+    await lifter
+    assert result.heard == mulaw_of(GREETING)
+    assert result.ended_by == "rest-hangup"
+    metrics = (await lb.http.get(f"{lb.url}/metrics")).text
+    assert 'telebridge_waves_errors_total{kind="rate_limited"} 1.0' in metrics

@@ -65,3 +65,43 @@ async def test_thousands_of_random_messages_end_only_that_call(make_bridge: Make
     assert "hostile" not in lb.bridge.calls
     health = await lb.http.get(f"{lb.url}/healthz")
     assert health.status_code == 200
+
+
+async def test_an_oversized_message_closes_only_that_stream(make_bridge: MakeBridge) -> None:
+    lb = await make_bridge()
+    assert lb.bridge is not None
+    healthy = asyncio.create_task(lb.run(lb.plivo_call()))
+    grant = StreamGrant(carrier="plivo", call_id="big", flow="greet")
+    async with connect(lb.bridge.stream_url("/plivo/stream", grant), max_size=None) as ws:
+        await ws.send(json.dumps({"event": "start", "start": {"callId": "big", "streamId": "s"}}))
+        try:
+            await ws.send("x" * 2_000_000)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        except ConnectionClosed:
+            pass
+        assert ws.close_code == 1009  # message too big, refused before it was parsed
+    result = await healthy
+    assert result.heard == mulaw_of("Hello from the test line.")
+
+
+async def test_a_carrier_that_never_confirms_marks_is_hung_up_in_bounded_time(
+    make_bridge: MakeBridge,
+) -> None:
+    lb = await make_bridge(telebridge_mark_timeout=1.0)
+    assert lb.bridge is not None
+    grant = StreamGrant(carrier="plivo", call_id="mute", flow="greet")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with connect(lb.bridge.stream_url("/plivo/stream", grant)) as ws:
+        await ws.send(json.dumps({"event": "start", "start": {"callId": "mute", "streamId": "s"}}))
+        # Read everything, answer nothing: no playedStream ever comes back.
+        async for _ in ws:
+            pass
+    # The greeting lasts about 1.5 s; then one mark timeout; then the bridge ends the call.
+    assert loop.time() - started < 1.5 + 1.0 + 3.0
+    for _ in range(100):
+        if "mute" not in lb.bridge.calls:
+            break
+        await asyncio.sleep(0.02)
+    assert "mute" not in lb.bridge.calls
+    assert [r for r in lb.plivo_api.requests if r.method == "DELETE"]
