@@ -61,7 +61,8 @@ def test_make_demo_on_a_fresh_copy(tmp_path: Path) -> None:
     env.pop("PYTHONPATH", None)
 
     result = subprocess.run(
-        ["make", "demo", f"PYTHON={sys.executable}"],
+        # VENV explicitly: a parent make (CI's 3.13 run) exports its own VENV to us.
+        ["make", "demo", f"PYTHON={sys.executable}", "VENV=.venv"],
         cwd=copy,
         env=env,
         capture_output=True,
