@@ -108,15 +108,7 @@ def row(s: dict[str, Any]) -> list[str]:
 async def run(args: argparse.Namespace, machine: dict[str, Any]) -> tuple[list[Any], list[str]]:
     summaries: list[dict[str, Any]] = []
     notes: list[str] = []
-    async with BenchEnv(
-        chunk_interval=args.tts_chunk_interval,
-        first_chunk_delay=args.tts_first_chunk_delay,
-        standin_inproc=args.standin_inproc,
-        vonage_rate=args.vonage_rate,
-        log_dir=args.log_dir,
-        profile_dir=args.profile_dir,
-        prompt_cache_mb=args.prompt_cache_mb,
-    ) as env:
+    async with BenchEnv.from_args(args) as env:
         for calls in args.calls:
             runs: list[dict[str, Any]] = []
             for _ in range(args.repeat):

@@ -8,6 +8,7 @@ window, then collects the carriers' figures and the bridge's `first_audio` event
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -80,6 +81,19 @@ class LoadResult:
 
 class BenchEnv:
     """The Waves stand-in (own process unless `standin_inproc`) and a fake Plivo REST API."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchEnv:
+        """The environment the shared command-line options describe."""
+        return cls(
+            chunk_interval=args.tts_chunk_interval,
+            first_chunk_delay=args.tts_first_chunk_delay,
+            standin_inproc=args.standin_inproc,
+            vonage_rate=args.vonage_rate,
+            log_dir=args.log_dir,
+            profile_dir=args.profile_dir,
+            prompt_cache_mb=args.prompt_cache_mb,
+        )
 
     def __init__(
         self,
