@@ -36,7 +36,7 @@ from bench.common import (
     percentile,
     table,
 )
-from bench.harness import BenchEnv, LoadResult, LoadSpec, run_notes
+from bench.harness import LoadResult, LoadSpec, run_steps
 
 FLOW = "long"
 MIB = 1024 * 1024
@@ -106,29 +106,19 @@ def row(s: dict[str, Any]) -> list[str]:
 
 
 async def run(args: argparse.Namespace, machine: dict[str, Any]) -> tuple[list[Any], list[str]]:
-    summaries: list[dict[str, Any]] = []
-    notes: list[str] = []
-    async with BenchEnv.from_args(args) as env:
-        for calls in args.calls:
-            runs: list[dict[str, Any]] = []
-            for _ in range(args.repeat):
-                spec = LoadSpec(
-                    carrier=args.carrier,
-                    calls=calls,
-                    seconds=args.seconds,
-                    flow=FLOW,
-                    ramp=args.ramp if args.ramp is not None else max(1.0, calls / 50),
-                    settle=args.settle,
-                    loadgen_procs=args.loadgen_procs,
-                    caller_audio=not args.no_caller_audio,
-                )
-                result = await env.run(spec)
-                runs.append(run_figures(result))
-                notes += run_notes(result, machine["nproc"])
-            summaries.append(summarise(calls, runs))
-            if not args.json:
-                print(f"... {calls} calls done", file=sys.stderr, flush=True)
-    return summaries, notes
+    def spec_for(calls: int) -> LoadSpec:
+        return LoadSpec(
+            carrier=args.carrier,
+            calls=calls,
+            seconds=args.seconds,
+            flow=FLOW,
+            ramp=args.ramp if args.ramp is not None else max(1.0, calls / 50),
+            settle=args.settle,
+            loadgen_procs=args.loadgen_procs,
+            caller_audio=not args.no_caller_audio,
+        )
+
+    return await run_steps(args, machine, spec_for, run_figures, summarise)
 
 
 def main(argv: list[str] | None = None) -> int:

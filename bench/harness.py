@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,3 +370,26 @@ def run_notes(result: LoadResult, cpus: int | None) -> list[str]:
     if troubles:
         notes.append(f"{calls} calls: bridge events {troubles}")
     return notes
+
+
+async def run_steps(
+    args: argparse.Namespace,
+    machine: dict[str, Any],
+    spec_for: Callable[[int], LoadSpec],
+    figures: Callable[[LoadResult], dict[str, Any]],
+    summarise: Callable[[int, list[dict[str, Any]]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each concurrency in `args.calls`, `args.repeat` times: summaries and notes."""
+    summaries: list[dict[str, Any]] = []
+    notes: list[str] = []
+    async with BenchEnv.from_args(args) as env:
+        for calls in args.calls:
+            runs: list[dict[str, Any]] = []
+            for _ in range(args.repeat):
+                result = await env.run(spec_for(calls))
+                runs.append(figures(result))
+                notes += run_notes(result, machine["nproc"])
+            summaries.append(summarise(calls, runs))
+            if not args.json:
+                print(f"... {calls} calls done", file=sys.stderr, flush=True)
+    return summaries, notes
