@@ -30,6 +30,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -400,21 +401,41 @@ class CallLog:
         return cls(settings.telebridge_db)
 
     def _open(self) -> sqlite3.Connection:
+        # Switching a new file to WAL (or recovering one) can answer "database is locked" at
+        # once, without waiting on the busy timeout, when another connection (this process or
+        # another) opens the same file at that moment: such an answer is retried, for as long
+        # as the busy timeout would have waited.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = 0.005
+        while True:
+            try:
+                return self._open_once()
+            except sqlite3.Error as exc:
+                busy = getattr(exc, "sqlite_errorname", "").startswith(
+                    ("SQLITE_BUSY", "SQLITE_LOCKED")
+                )
+                if not busy or time.monotonic() + pause > deadline:
+                    raise self._error(exc) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    def _open_once(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = None
         try:
             conn = _connect(self.path)
             _migrate(conn, self.path)
             return conn
-        except BaseException as exc:
+        except BaseException:
             if conn is not None:
                 conn.close()
-            if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
-                raise CallLogError(
-                    f"TELEBRIDGE_DB: {self.path} is not an SQLite database; give another path"
-                ) from None
-            if isinstance(exc, sqlite3.Error):
-                raise CallLogError(f"TELEBRIDGE_DB: cannot use {self.path}: {exc}") from None
             raise
+
+    def _error(self, exc: sqlite3.Error) -> CallLogError:
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            return CallLogError(
+                f"TELEBRIDGE_DB: {self.path} is not an SQLite database; give another path"
+            )
+        return CallLogError(f"TELEBRIDGE_DB: cannot use {self.path}: {exc}")
 
     def __enter__(self) -> CallLog:
         return self
