@@ -33,8 +33,8 @@ from telebridge.flows.library import FlowLibrary, UnknownFlow
 from telebridge.flows.model import Say
 from telebridge.logs import current_call
 from telebridge.metrics import Metrics
-from telebridge.session import CallObserver, CallSession, TransportClosed
-from telebridge.settings import Settings
+from telebridge.session import STOP_SPEECH_WAIT, CallObserver, CallSession, TransportClosed
+from telebridge.settings import ConfigError, Settings
 from telebridge.tokens import (
     StreamGrant,
     TokenError,
@@ -43,7 +43,9 @@ from telebridge.tokens import (
     verify_claims,
 )
 from telebridge.tts.cache import PromptCache
+from telebridge.tts.cache_folder import open_folder
 from telebridge.tts.errors import TTSError
+from telebridge.tts.guard import WavesGuard
 from telebridge.tts.standin import StandinServer
 from telebridge.tts.waves import SpeechOptions, Synthesizer, WavesClient
 
@@ -105,6 +107,7 @@ class Bridge:
     calllog: CallLog | None = None
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
+    guard: WavesGuard | None = None
     # Calls answered whose stream has not started yet: call id -> token expiry.
     pending: dict[str, float] = field(default_factory=dict)
     _no_calls: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,6 +124,15 @@ class Bridge:
         flows = FlowLibrary(
             settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
         )
+        if settings.telebridge_cache_dir is not None:
+            # Checked here, before serving, so a bad folder is one line and exit 2.
+            try:
+                open_folder(settings.telebridge_cache_dir)
+            except OSError as exc:
+                raise ConfigError(
+                    f"TELEBRIDGE_CACHE_DIR: cannot use {settings.telebridge_cache_dir} for the "
+                    f"prompt cache: {exc.strerror or exc}"
+                ) from None
         return cls(settings=settings, flows=flows, secret=secret)
 
     # --- tokens -----------------------------------------------------------------------
@@ -189,7 +201,9 @@ class Bridge:
 
     @property
     def ready(self) -> bool:
-        """Able to take calls: not draining and Waves not failing request after request."""
+        """Able to take calls: not draining, the key not refused, Waves not failing repeatedly."""
+        if self.guard is not None and self.guard.state == "refused":
+            return False
         return not self.draining and self.metrics.consecutive_waves_errors < 3
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
@@ -202,7 +216,10 @@ class Bridge:
         sessions = list(self.calls.values())
         for session in sessions:
             await session.stop("shutdown")
-        # A stopped call still plays the prompt under way: allow for the longest one left.
+        # A stopped call still speaks the prompt under way to its end: first its synthesis
+        # finishes (bounded by the session), then what it queued plays out.
+        if await self._all_ended(STOP_SPEECH_WAIT):
+            return
         playing = max((s.audio_ahead() for s in sessions), default=0.0)
         if not await self._all_ended(playing + self.settings.telebridge_mark_timeout + 5):
             logger.error("%d call(s) did not end in time", len(self.calls))
@@ -414,7 +431,12 @@ def _ops_routes(bridge: Bridge) -> list[BaseRoute]:
     async def readyz(request: Request) -> Response:
         if bridge.ready:
             return JSONResponse({"status": "ready", "calls": len(bridge.calls)})
-        reason = "draining" if bridge.draining else "waves failing"
+        if bridge.draining:
+            reason = "draining"
+        elif bridge.guard is not None and bridge.guard.state == "refused":
+            reason = "waves refuses the key"
+        else:
+            reason = "waves failing"
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
 
     async def metrics(request: Request) -> Response:
@@ -465,11 +487,31 @@ def create_app(bridge: Bridge) -> Starlette:
                     )
                 )
                 logger.info("speaking with Waves at %s", settings.waves_url)
-            if isinstance(bridge.tts, WavesClient):
-                with contextlib.suppress(TTSError):
-                    await bridge.tts.prewarm(2)  # no call pays a TLS handshake on its first prompt
-            if settings.telebridge_cache_mb and bridge.tts is not None:
-                cache = PromptCache(bridge.tts, max_bytes=settings.telebridge_cache_mb * 2**20)
+            if bridge.tts is not None and not isinstance(bridge.tts, WavesGuard | PromptCache):
+                client = bridge.tts
+                bridge.guard = bridge.tts = WavesGuard(
+                    client,
+                    max_in_flight=settings.waves_max_in_flight,
+                    queue_timeout=settings.waves_queue_timeout,
+                )
+                bridge.metrics.watch_guard(bridge.guard)
+                if isinstance(client, WavesClient):
+                    try:
+                        await client.prewarm(2)  # no call pays a TLS handshake on its first prompt
+                    except TTSError as exc:
+                        bridge.guard.observe_failure(exc)  # a refused key is said loudly, at once
+                        if bridge.guard.state == "ok":
+                            logger.warning("could not pre-connect to Waves: %s", exc)
+            cache_dir = settings.telebridge_cache_dir
+            if (settings.telebridge_cache_mb or cache_dir is not None) and bridge.tts is not None:
+                cache = PromptCache(
+                    bridge.tts,
+                    max_bytes=settings.telebridge_cache_mb * 2**20,
+                    directory=cache_dir,
+                    disk_max_bytes=settings.telebridge_cache_disk_mb * 2**20,
+                )
+                # Runs before the Waves client closes: fills stop, disk writes finish.
+                stack.push_async_callback(cache.aclose)
                 bridge.tts = cache
                 bridge.metrics.watch_cache(cache)
             bridge.http = await stack.enter_async_context(httpx.AsyncClient())

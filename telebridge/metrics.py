@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 if TYPE_CHECKING:
     from telebridge.tts.cache import PromptCache
+    from telebridge.tts.guard import WavesGuard
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -67,6 +68,27 @@ class Metrics:
         self.cache_bytes = Gauge(
             "telebridge_prompt_cache_bytes", "Audio held in the cache", registry=r
         )
+        self.cache_disk_hits = Gauge(
+            "telebridge_prompt_cache_disk_hits",
+            "Prompts served from the cache folder (TELEBRIDGE_CACHE_DIR)",
+            registry=r,
+        )
+        self.waves_in_flight = Gauge(
+            "telebridge_waves_requests_in_flight", "Waves requests under way", registry=r
+        )
+        self.waves_waits = Gauge(
+            "telebridge_waves_admission_waits",
+            "Waves requests that waited for a back-off or a free slot",
+            registry=r,
+        )
+        self.waves_shed = Gauge(
+            "telebridge_waves_requests_shed",
+            "Waves requests refused without asking Waves (key refused, backing off, queue full)",
+            registry=r,
+        )
+        self.waves_refused = Gauge(
+            "telebridge_waves_key_refused", "1 while Waves refuses the API key", registry=r
+        )
         self._calls: dict[str, tuple[str, float, bool]] = {}  # call id -> carrier, start, heard
         self.consecutive_waves_errors = 0
 
@@ -104,6 +126,13 @@ class Metrics:
         self.cache_hits.set_function(lambda: cache.hits)
         self.cache_misses.set_function(lambda: cache.misses)
         self.cache_bytes.set_function(lambda: cache.size)
+        self.cache_disk_hits.set_function(lambda: cache.disk_hits)
+
+    def watch_guard(self, guard: WavesGuard) -> None:
+        self.waves_in_flight.set_function(lambda: guard.in_flight)
+        self.waves_waits.set_function(lambda: guard.waits)
+        self.waves_shed.set_function(lambda: guard.shed)
+        self.waves_refused.set_function(lambda: 1 if guard.state == "refused" else 0)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -35,7 +35,14 @@ from telebridge.events import (
 )
 from telebridge.flows import Flow, FlowRecorder, FlowRunner, SpeechOverrides
 from telebridge.pacer import Pacer
-from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError, WavesRateLimited
+from telebridge.tts.errors import (
+    TTSError,
+    WavesAuthError,
+    WavesForbiddenError,
+    WavesRateLimited,
+    WavesTimeout,
+)
+from telebridge.tts.guard import speech_deadline
 from telebridge.tts.waves import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
@@ -47,9 +54,15 @@ SEND_BATCH_FRAMES = 5
 MAX_BAD_MESSAGES = 50
 # After a transfer the carrier takes the caller elsewhere and closes the stream itself.
 TRANSFER_CLOSE_WAIT = 10.0
-# When Waves fails before a prompt made any sound, it is asked once more; a rate-limited retry
-# waits at most this long, so the caller never sits in dead air for more than about 3 s.
-MAX_RETRY_WAIT = 0.5
+# When Waves fails before a prompt made any sound, the prompt is asked for again while less than
+# RETRY_WINDOW has passed since it began, MAX_ATTEMPTS times at most. A request must be admitted
+# (see tts/guard.py) within that window too, and Waves then has its first-chunk timeout (1.2 s by
+# default) to start: the caller hears the prompt or the apology within about 3 s.
+RETRY_WINDOW = 1.5
+MAX_ATTEMPTS = 3
+RETRY_PAUSE = 0.1
+# On shutdown the prompt being synthesised may finish, for at most this long.
+STOP_SPEECH_WAIT = 10.0
 # Spoken by the carrier's own TTS when Waves cannot speak for the bridge.
 APOLOGY = "We are sorry, we cannot continue this call right now. Please call again later."
 
@@ -171,8 +184,7 @@ class CallSession:
                 done = {flow_task} if flow_task.done() else done
             if flow_task in done and flow_task.cancelled() and self._stop_reason:
                 # Stopped from outside (shutdown): the prompt under way plays out, then hang up.
-                if self._encoder.pending:
-                    self._finish_prompt()
+                await self._finish_speaking()
                 await self.hangup(self._stop_reason)
                 self.outcome = self._stop_reason
             elif flow_task in done:
@@ -198,7 +210,12 @@ class CallSession:
         outcome = await runner.run()
         if self._tts_failure is not None:
             # The runner reports a failed port as an error outcome; the cause was speech.
-            logger.error("call %s: speech failed: %s", self.call_id, self._tts_failure)
+            failure = self._tts_failure
+            if isinstance(failure, WavesAuthError | WavesForbiddenError):
+                # A configuration error, logged loudly once by the guard: here, just the call.
+                logger.warning("call %s: ending politely, Waves refuses the key", self.call_id)
+            else:
+                logger.error("call %s: speech failed: %s", self.call_id, failure)
             await self._end_politely()
             return f"error:tts {self._tts_failure.kind}"
         if outcome == "transfer":
@@ -213,6 +230,19 @@ class CallSession:
         self._stop_reason = reason
         if self._flow_task is not None and not self._flow_task.done():
             self._flow_task.cancel()
+
+    async def _finish_speaking(self) -> None:
+        """Let a prompt cut short by `stop()` be synthesised to its end, and mark its end."""
+        task = self._tts_task
+        if task is not None:
+            await asyncio.wait({task}, timeout=STOP_SPEECH_WAIT)
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled() and task.exception() is not None:
+                logger.warning("call %s: last prompt failed: %s", self.call_id, task.exception())
+            self._tts_task = None
+        if self._last_mark != f"utterance-{self._utterance}":
+            self._finish_prompt()  # the stopped prompt never got its mark
 
     async def _end_politely(self) -> None:
         """Waves cannot speak: let what was queued play, then the carrier apologises and ends."""
@@ -407,16 +437,23 @@ class CallSession:
         )
         self._utterance += 1
         self._emit("prompt", text=text, utterance=self._utterance)
-        for attempt in (1, 2):
-            task = asyncio.create_task(self._synthesize(text, options, self._utterance))
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            admit_by = time.monotonic() + RETRY_WINDOW - (self._clock() - started)
+            task = asyncio.create_task(self._synthesize(text, options, self._utterance, admit_by))
             self._tts_task = task
             try:
                 await asyncio.wait({task})
             finally:
-                if self._tts_task is task:
-                    self._tts_task = None
-                if not task.done():
-                    task.cancel()
+                if not task.done() and self._stop_reason is not None:
+                    pass  # stopping from outside: run() lets this prompt finish, then hangs up
+                else:
+                    if self._tts_task is task:
+                        self._tts_task = None
+                    if not task.done():
+                        task.cancel()
             if task.cancelled():
                 return  # interrupted by a key: nothing more of this prompt
             exc = task.exception()
@@ -425,16 +462,23 @@ class CallSession:
             kind = getattr(exc, "kind", type(exc).__name__)
             self._emit("tts_error", error=kind, attempt=attempt)
             heard_some = self._utterance in self._spoke
-            if attempt == 2 or heard_some or isinstance(exc, WavesAuthError | WavesForbiddenError):
+            refused = isinstance(exc, WavesAuthError | WavesForbiddenError)
+            late = self._clock() - started >= RETRY_WINDOW
+            if heard_some or refused or late or attempt >= MAX_ATTEMPTS:
                 # Repeating a half-spoken prompt would play its start twice: give up instead.
                 if isinstance(exc, TTSError):
                     self._tts_failure = exc
                 raise exc
-            if isinstance(exc, WavesRateLimited):
-                await asyncio.sleep(min(exc.retry_after or MAX_RETRY_WAIT, MAX_RETRY_WAIT))
+            if not isinstance(exc, WavesRateLimited | WavesTimeout):
+                # A quick failure is not asked again at once; a timeout has waited already,
+                # and a rate limit is waited out by the guard before the next try is admitted.
+                await asyncio.sleep(RETRY_PAUSE)
         self._finish_prompt()
 
-    async def _synthesize(self, text: str, options: SpeechOptions, utterance: int) -> None:
+    async def _synthesize(
+        self, text: str, options: SpeechOptions, utterance: int, admit_by: float
+    ) -> None:
+        speech_deadline.set(admit_by)  # this task's own context: it bounds only this request
         chunks = self._tts.synthesize(
             text,
             sample_rate=self._stream.sample_rate,

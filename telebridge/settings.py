@@ -90,9 +90,19 @@ class Settings(BaseSettings):
     waves_speed: float = Field(1.0, ge=0.5, le=2.0)
     # Prompt cache (LRU, in memory); 0 turns it off.
     telebridge_cache_mb: int = Field(64, ge=0, le=65536)
+    # Optional on-disk layer of the prompt cache (created at start; unset: memory only), so fixed
+    # prompts survive a restart and play while Waves is down; bounded by the least recently played.
+    telebridge_cache_dir: Path | None = None
+    telebridge_cache_disk_mb: int = Field(512, ge=1, le=1_048_576)
     # Time allowed for the first audio chunk of a request before it counts as failed.
-    # Short on purpose: a failed first try is retried once, and dead air stays under ~3 s.
+    # Short on purpose: a failed first try is retried (see session.RETRY_WINDOW), and dead air
+    # stays under ~3 s.
     waves_first_chunk_timeout: float = Field(1.2, gt=0, le=60)
+    # Most Waves requests in flight at once (your plan's concurrency units); 0: no cap. Beyond
+    # it requests queue in arrival order for at most WAVES_QUEUE_TIMEOUT seconds.
+    waves_max_in_flight: int = Field(0, ge=0, le=100_000)
+    # How long a request may wait for a free slot or a rate-limit back-off before it fails.
+    waves_queue_timeout: float = Field(1.0, gt=0, le=30)
 
     plivo_auth_id: str | None = None
     plivo_auth_token: SecretStr | None = None
@@ -121,6 +131,12 @@ class Settings(BaseSettings):
         if "?" in value or "#" in value:
             raise ValueError("must be a base URL without query or fragment")
         return value
+
+    @field_validator("telebridge_cache_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty TELEBRIDGE_CACHE_DIR= must not mean the working directory.
+        return None if value == "" else value
 
     @field_validator("plivo_api_url", "waves_url")
     @classmethod

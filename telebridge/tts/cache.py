@@ -5,6 +5,10 @@ size-bounded LRU. A prompt being synthesised is shared while it streams: a secon
 (the answer webhook started it early, or two calls greet at once) reads the same chunks as they
 arrive instead of asking Waves twice. Only complete audio is kept: a failed or interrupted request
 leaves nothing behind.
+
+With a folder, complete audio is also written to disk in the background, and a prompt missing from
+memory is looked up there before Waves is asked, as part of the same shared synthesis: fixed
+prompts survive a restart and still play while Waves is down.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from telebridge.tts.cache_folder import Key, PromptFolder
 from telebridge.tts.waves import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, str, str, float, str, int]
+__all__ = ["Key", "PromptCache"]
+
+DEFAULT_DISK_MAX_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -33,19 +41,37 @@ class _Fill:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     readers: int = 0
     task: asyncio.Task[None] | None = None
+    # Started by a reader (not a prefetch): its hit or miss is counted once the source is known.
+    counted: bool = False
 
 
 class PromptCache:
-    """A `Synthesizer` that remembers what `inner` said. `max_bytes` 0 turns storing off."""
+    """A `Synthesizer` that remembers what `inner` said. `max_bytes` 0 turns storing off.
 
-    def __init__(self, inner: Synthesizer, *, max_bytes: int) -> None:
+    `directory` (which must exist: see `cache_folder.open_folder`) adds the on-disk layer, holding
+    at most `disk_max_bytes`; it works with `max_bytes` 0 too (every hit then reads the file).
+    """
+
+    def __init__(
+        self,
+        inner: Synthesizer,
+        *,
+        max_bytes: int,
+        directory: Path | None = None,
+        disk_max_bytes: int = DEFAULT_DISK_MAX_BYTES,
+    ) -> None:
         self._inner = inner
         self._max_bytes = max_bytes
         self._store: OrderedDict[Key, bytes] = OrderedDict()
         self._size = 0
         self._fills: dict[Key, _Fill] = {}
+        self._folder = PromptFolder(directory, disk_max_bytes) if directory is not None else None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._write_lock = asyncio.Lock()  # one write (and its eviction scan) at a time
+        self._closed = False
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0
 
     @property
     def size(self) -> int:
@@ -77,8 +103,7 @@ class PromptCache:
             return
         fill = self._fills.get(key)
         if fill is None:
-            self.misses += 1
-            fill = self._start(key, text, sample_rate, options, request_id)
+            fill = self._start(key, text, sample_rate, options, request_id, counted=True)
         else:
             self.hits += 1
         fill.readers += 1
@@ -116,9 +141,16 @@ class PromptCache:
         fill.readers -= 1
 
     def _start(
-        self, key: Key, text: str, sample_rate: int, options: SpeechOptions, request_id: str | None
+        self,
+        key: Key,
+        text: str,
+        sample_rate: int,
+        options: SpeechOptions,
+        request_id: str | None,
+        *,
+        counted: bool = False,
     ) -> _Fill:
-        fill = _Fill()
+        fill = _Fill(counted=counted)
         self._fills[key] = fill
         fill.task = asyncio.create_task(
             self._fill(key, fill, text, sample_rate, options, request_id)
@@ -134,15 +166,27 @@ class PromptCache:
         options: SpeechOptions,
         request_id: str | None,
     ) -> None:
-        chunks = self._inner.synthesize(
-            text, sample_rate=sample_rate, options=options, request_id=request_id
-        )
+        chunks: AsyncIterator[bytes] | None = None
         try:
-            async for chunk in chunks:
-                fill.chunks.append(chunk)
-                fill.changed.set()
+            audio = await self._read_disk(key)
+            if audio is not None:
+                self.disk_hits += 1
+                if fill.counted:
+                    self.hits += 1
+                fill.chunks.append(audio)
+            else:
+                if fill.counted:
+                    self.misses += 1
+                chunks = self._inner.synthesize(
+                    text, sample_rate=sample_rate, options=options, request_id=request_id
+                )
+                async for chunk in chunks:
+                    fill.chunks.append(chunk)
+                    fill.changed.set()
+                audio = b"".join(fill.chunks)
+                self._write_disk(key, audio)
             fill.done = True
-            self._keep(key, b"".join(fill.chunks))
+            self._keep(key, audio)
         except asyncio.CancelledError:
             fill.error = asyncio.CancelledError()
             raise
@@ -151,8 +195,9 @@ class PromptCache:
         finally:
             self._fills.pop(key, None)
             fill.changed.set()
-            with contextlib.suppress(Exception):
-                await chunks.aclose()  # type: ignore[attr-defined]
+            if chunks is not None:
+                with contextlib.suppress(Exception):
+                    await chunks.aclose()  # type: ignore[attr-defined]
 
     def _keep(self, key: Key, audio: bytes) -> None:
         if not audio or len(audio) > self._max_bytes // 4:
@@ -162,3 +207,39 @@ class PromptCache:
         while self._size > self._max_bytes:
             _, dropped = self._store.popitem(last=False)
             self._size -= len(dropped)
+
+    # --- the on-disk layer -------------------------------------------------------------
+
+    async def _read_disk(self, key: Key) -> bytes | None:
+        if self._folder is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._folder.read, key)
+        except Exception:  # the disk is an optimisation: Waves still answers
+            logger.exception("prompt cache: reading from %s failed", self._folder.path)
+            return None
+
+    def _write_disk(self, key: Key, audio: bytes) -> None:
+        """Store complete audio on disk in the background (the caller is already hearing it)."""
+        folder = self._folder
+        if folder is None or self._closed or not audio or len(audio) > folder.max_bytes // 4:
+            return  # as in memory, one prompt never takes more than a quarter of the folder
+        task = asyncio.create_task(self._persist(folder, key, audio))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _persist(self, folder: PromptFolder, key: Key, audio: bytes) -> None:
+        try:
+            async with self._write_lock:
+                await asyncio.to_thread(folder.write, key, audio)
+        except Exception:
+            logger.exception("prompt cache: writing to %s failed", folder.path)
+
+    async def aclose(self) -> None:
+        """Stop syntheses nobody will hear and finish the disk writes under way (shutdown)."""
+        self._closed = True
+        fills = [f.task for f in self._fills.values() if f.task is not None]
+        for task in fills:
+            task.cancel()
+        # A write runs in a thread that cannot be cancelled: wait for it to end cleanly.
+        await asyncio.gather(*fills, *self._writes, return_exceptions=True)

@@ -144,6 +144,7 @@ class StandinServer:
         self.faults = faults if faults is not None else Faults()
         self.requests: list[dict[str, Any]] = []
         self.connections = 0  # sockets accepted so far
+        self.refused = 0  # handshakes refused by the `refuse_status` fault
         self.open_connections = 0  # sockets open now
         self._host = host
         self._port = port
@@ -189,6 +190,7 @@ class StandinServer:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         refuse = self.faults.refuse_status
         if refuse is not None:
+            self.refused += 1
             response = connection.respond(refuse, "Refused by the stand-in (fault)\n")
             if refuse == 429 and self.faults.retry_after is not None:
                 response.headers["Retry-After"] = f"{self.faults.retry_after:g}"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from telebridge.simulator.carrier import CallScript
 from telebridge.tts.standin import StandinServer
@@ -83,32 +86,43 @@ async def test_other_calls_are_untouched_by_a_failing_one(
             assert result.ended_by == "rest-hangup"
 
 
-async def test_a_refused_key_ends_the_call_politely_without_retrying(
-    make_bridge: MakeBridge, standin: StandinServer
+async def test_a_refused_key_ends_calls_politely_is_said_once_and_not_asked_again(
+    make_bridge: MakeBridge, standin: StandinServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Refused from the start: no pre-warmed socket slips past the handshake.
     standin.faults.refuse_status = 401  # a configuration error: asking again cannot help
-    lb = await make_bridge()
-    result = await lb.run(lb.plivo_call())
-    assert result.heard == b"" and result.ended_by == "transferred"
-    assert result.stream_opened_at is not None
-    [update] = [r for r in lb.plivo_api.requests if r.method == "POST"]
-    assert update.at - result.stream_opened_at < 1.0
+    with caplog.at_level(logging.WARNING):
+        lb = await make_bridge()
+        refused_at_start = standin.refused
+        results = [await lb.run(lb.plivo_call()) for _ in range(2)]
+    for result in results:
+        assert result.heard == b"" and result.ended_by == "transferred"
+        assert result.stream_opened_at is not None
+    updates = [r for r in lb.plivo_api.requests if r.method == "POST"]
+    assert len(updates) == 2
+    for result, update in zip(results, updates, strict=True):
+        assert result.stream_opened_at is not None
+        assert update.at - result.stream_opened_at < 1.0  # no dead air spent on retries
+    assert standin.refused == refused_at_start  # the calls never even knocked
+    loud = [r for r in caplog.records if r.levelno >= logging.CRITICAL]
+    assert len(loud) == 1 and "HTTP 401" in loud[0].getMessage()
+    ready = await lb.http.get(f"{lb.url}/readyz")
+    assert ready.status_code == 503 and ready.json()["reason"] == "waves refuses the key"
     metrics = (await lb.http.get(f"{lb.url}/metrics")).text
-    assert 'telebridge_waves_errors_total{kind="auth"} 1.0' in metrics
+    assert "telebridge_waves_key_refused 1.0" in metrics
 
 
-async def test_over_the_waves_limit_is_retried_after_a_short_back_off(
+async def test_over_the_waves_limit_a_call_waits_out_the_back_off_and_is_heard(
     make_bridge: MakeBridge, standin: StandinServer
 ) -> None:
-    standin.faults.refuse_status = 429
+    standin.faults.refuse_status = 429  # the pre-warm at start is refused: a back-off begins
     standin.faults.retry_after = 0.2
     lb = await make_bridge()
     assert lb.bridge is not None
     calls = lb.bridge.calls
 
     async def lift() -> None:
-        # Waves frees a unit while the bridge backs off: the retry goes through.
+        # Waves frees a unit while the bridge backs off: the waiting request goes through.
         while not calls:
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.1)
@@ -120,4 +134,29 @@ async def test_over_the_waves_limit_is_retried_after_a_short_back_off(
     assert result.heard == mulaw_of(GREETING)
     assert result.ended_by == "rest-hangup"
     metrics = (await lb.http.get(f"{lb.url}/metrics")).text
-    assert 'telebridge_waves_errors_total{kind="rate_limited"} 1.0' in metrics
+    # The call waited for the back-off instead of hammering Waves with a doomed request.
+    assert "telebridge_waves_admission_waits 1.0" in metrics
+    assert 'telebridge_waves_errors_total{kind="rate_limited"}' not in metrics
+
+
+async def test_waves_over_its_limit_for_good_ends_that_call_politely_others_are_heard(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
+    lb = await make_bridge(telebridge_flow="vars")
+    # Every request for one caller's text is rejected as over the limit (an error frame);
+    # the shared back-off delays the other calls' requests but must not spoil their audio.
+    standin.faults.error_message = "Too many concurrent requests: rate limit exceeded"
+    standin.faults.error_only_for = "14155550001"
+    calls = [lb.plivo_call(CallScript(caller=f"1415555{i:04d}")) for i in range(3)]
+    results = await asyncio.gather(*(lb.run(c) for c in calls))
+    limited = results[1]
+    assert limited.heard == b"" and limited.ended_by == "transferred"
+    [update] = [r for r in lb.plivo_api.requests if r.method == "POST"]
+    assert limited.stream_opened_at is not None
+    assert update.at - limited.stream_opened_at < 3.0
+    tries = [r for r in standin.requests if "14155550001" in str(r.get("text"))]
+    assert 1 <= len(tries) <= 3  # bounded: backed off, never hammered
+    for i in (0, 2):
+        assert results[i].violations == []
+        assert results[i].heard == mulaw_of(f"Hello 1415555{i:04d}, this is plivo.")
+        assert results[i].ended_by == "rest-hangup"

@@ -16,6 +16,7 @@ from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN,
 from telebridge.simulator.carrier import CallScript
 from telebridge.simulator.plivo import PlivoCall
 from telebridge.simulator.serving import bind_loopback
+from telebridge.tts.standin import StandinServer
 from tests.e2e.conftest import FLOWS, MakeBridge, mulaw_of
 
 LONG = (
@@ -88,9 +89,13 @@ async def test_drain_lets_a_call_finish_then_refuses_new_ones(make_bridge: MakeB
     assert result.ended_by == "rest-hangup"
 
 
-async def test_drain_timeout_ends_a_long_call_after_its_prompt(make_bridge: MakeBridge) -> None:
+async def test_drain_timeout_ends_a_long_call_after_its_prompt(
+    make_bridge: MakeBridge, standin: StandinServer
+) -> None:
     lb = await make_bridge(telebridge_flow="long")
     assert lb.bridge is not None
+    # Waves speaks slowly enough that the drain timeout falls in the middle of synthesis.
+    standin.faults.chunk_interval = 0.05
     call = asyncio.create_task(lb.run(lb.plivo_call()))
     await _streaming(lb.bridge.calls)  # type: ignore[arg-type]
     await lb.bridge.drain(timeout=0.5)

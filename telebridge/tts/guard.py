@@ -1,0 +1,195 @@
+"""Admission in front of Waves: one shared view of Waves' health that every call consults.
+
+A refused key (401/403) is a configuration error: it is logged once, loudly, and later requests
+fail at once, without a handshake, until a re-check is due; one request then finds out whether the
+key works again. Over the concurrency limit (HTTP 429 or an error frame saying so) every call backs
+off together, from 0.5 s doubling up to 30 s or as long as `Retry-After` asks, and a request waits
+out the back-off only while its deadline allows, so no caller sits in dead air behind it. An
+optional cap on requests in flight queues the rest in arrival order, under the same deadline.
+
+The deadline of a request is the sooner of `queue_timeout` from now and `speech_deadline`, a
+context variable the call session sets for the prompt it is trying to speak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextvars import ContextVar
+from typing import Literal
+
+from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError, WavesRateLimited
+from telebridge.tts.waves import SpeechOptions, Synthesizer
+
+logger = logging.getLogger(__name__)
+
+# The loop-clock time by which the prompt being spoken must have been admitted, if any.
+speech_deadline: ContextVar[float | None] = ContextVar("speech_deadline", default=None)
+
+FIRST_BACK_OFF = 0.5
+MAX_BACK_OFF = 30.0
+
+GuardState = Literal["ok", "backing-off", "refused"]
+
+
+class WavesGuard:
+    """A `Synthesizer` that admits requests to `inner` by Waves' last known state."""
+
+    def __init__(
+        self,
+        inner: Synthesizer,
+        *,
+        max_in_flight: int = 0,
+        queue_timeout: float = 1.0,
+        recheck_after: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._max_in_flight = max_in_flight  # 0: no cap
+        self._queue_timeout = queue_timeout
+        self._recheck_after = recheck_after
+        self._clock = clock
+        self._in_flight = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._back_off = FIRST_BACK_OFF
+        self._blocked_until = 0.0
+        self._refusal: TTSError | None = None
+        self._recheck_at = 0.0
+        self._probing = False
+        self.waits = 0  # requests that had to wait for a back-off or a slot
+        self.shed = 0  # requests refused without asking Waves
+
+    @property
+    def state(self) -> GuardState:
+        if self._refusal is not None:
+            return "refused"
+        if self._clock() < self._blocked_until:
+            return "backing-off"
+        return "ok"
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def synthesize(
+        self,
+        text: str,
+        *,
+        sample_rate: int,
+        options: SpeechOptions,
+        request_id: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        return self._synthesize(text, sample_rate, options, request_id)
+
+    async def _synthesize(
+        self, text: str, sample_rate: int, options: SpeechOptions, request_id: str | None
+    ) -> AsyncGenerator[bytes, None]:
+        probe = await self._admit()
+        chunks = self._inner.synthesize(
+            text, sample_rate=sample_rate, options=options, request_id=request_id
+        )
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except TTSError as exc:
+            self.observe_failure(exc)
+            raise
+        else:
+            self._succeeded()
+        finally:
+            if probe:
+                self._probing = False
+            self._release()
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    def observe_failure(self, exc: TTSError) -> None:
+        """Learn from a failure (also one seen outside a request, such as a pre-warm)."""
+        if isinstance(exc, WavesAuthError | WavesForbiddenError):
+            if self._refusal is None:
+                logger.critical(
+                    "%s. Every call will be ended with an apology until this is fixed; "
+                    "telebridge asks Waves again every %.0f s.",
+                    exc,
+                    self._recheck_after,
+                )
+            self._refusal = exc
+            self._recheck_at = self._clock() + self._recheck_after
+        elif isinstance(exc, WavesRateLimited):
+            delay = max(exc.retry_after or 0.0, self._back_off)
+            delay = min(delay, MAX_BACK_OFF)
+            self._blocked_until = max(self._blocked_until, self._clock() + delay)
+            self._back_off = min(self._back_off * 2, MAX_BACK_OFF)
+            logger.warning("Waves is over its concurrency limit: backing off %.1f s", delay)
+
+    def _succeeded(self) -> None:
+        if self._refusal is not None:
+            logger.warning("Waves accepts the API key again")
+            self._refusal = None
+        self._back_off = FIRST_BACK_OFF
+
+    # --- admission ------------------------------------------------------------------------
+
+    async def _admit(self) -> bool:
+        """Wait for a turn; True when this request is the one re-checking a refused key."""
+        now = self._clock()
+        deadline = now + self._queue_timeout
+        asked = speech_deadline.get()
+        if asked is not None:
+            deadline = min(deadline, asked)
+        probe = False
+        if self._refusal is not None:
+            if now < self._recheck_at or self._probing:
+                self.shed += 1
+                raise type(self._refusal)(str(self._refusal))
+            self._probing = probe = True
+        try:
+            if now < self._blocked_until:
+                if self._blocked_until > deadline:
+                    self.shed += 1
+                    raise WavesRateLimited(
+                        f"Waves is over its concurrency limit; backing off "
+                        f"{self._blocked_until - now:.1f} s",
+                        retry_after=self._blocked_until - now,
+                    )
+                self.waits += 1
+                await asyncio.sleep(self._blocked_until - now)
+            await self._take_slot(deadline)
+        except BaseException:
+            if probe:
+                self._probing = False
+            raise
+        return probe
+
+    async def _take_slot(self, deadline: float) -> None:
+        if not self._max_in_flight or (self._in_flight < self._max_in_flight and not self._waiting):
+            self._in_flight += 1
+            return
+        self.waits += 1
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                await turn  # _release hands its slot over: _in_flight already counts us
+        except BaseException as exc:
+            if turn.done() and not turn.cancelled():
+                self._release()  # the slot came just as we gave up: pass it on
+            if not isinstance(exc, TimeoutError):
+                raise
+            self.shed += 1
+            raise WavesRateLimited(
+                f"no Waves slot free in time ({self._max_in_flight} requests in flight)"
+            ) from None
+        finally:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+
+    def _release(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot goes straight to the next in line
+                return
+        self._in_flight -= 1
