@@ -39,6 +39,7 @@ from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN,
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
 from telebridge.simulator.serving import ServedApp
 from telebridge.tts import standin
+from telebridge.ws_protocol import StreamWebSocketProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +195,13 @@ async def serve_bridge(args: argparse.Namespace) -> None:
         recorder = EventRecorder()
         bridge.observers.append(recorder)
         app = BenchRoutes(create_app(bridge), recorder, bridge)
-        served = await stack.enter_async_context(ServedApp(app, sock, ws=args.ws))
+        served = await stack.enter_async_context(ServedApp(app, sock, ws=ws_protocol(args.ws)))
         announce(role="bridge", url=served.url, port=served.port, waves_url=waves_url)
         await wait_for_stop(args.stop_on_eof)
+
+
+def ws_protocol(name: str) -> Any:
+    return StreamWebSocketProtocol if name == "telebridge" else name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vonage-rate", type=int, choices=(8000, 16000, 24000), default=16000)
     parser.add_argument("--prompt-cache-mb", type=int, default=0, help="0: no prompt cache")
     parser.add_argument("--max-calls", type=int, default=100_000, help="TELEBRIDGE_MAX_CALLS")
-    parser.add_argument("--ws", default="websockets-sansio", help="uvicorn WebSocket protocol")
+    parser.add_argument(
+        "--ws",
+        default="telebridge",
+        help="uvicorn WebSocket protocol: telebridge (what `telebridge serve` uses) or a uvicorn "
+        "name such as websockets-sansio, for comparison",
+    )
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
     )

@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from telebridge.ws_protocol import StreamWebSocketProtocol
+
 
 class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -37,7 +39,7 @@ class ServedApp:
         self.url = f"http://127.0.0.1:{self.port}"
         options: dict[str, Any] = {
             "log_level": "warning",
-            "ws": "websockets-sansio",
+            "ws": StreamWebSocketProtocol,
             "lifespan": "on",
             "ws_max_size": 1024 * 1024,
             "ws_per_message_deflate": False,

@@ -1,0 +1,51 @@
+"""uvicorn's sans-I/O WebSocket protocol, without a pause and a resume of reading per message.
+
+uvicorn stops reading a connection after every message until the app has taken it, then starts
+again: two selector changes (epoll_ctl system calls) and their bookkeeping per message. A call's
+carrier sends 50 caller-audio messages a second, so that churn was one of the largest costs of a
+call. Here reading stops only once the app has fallen `HIGH_WATER` messages behind, and starts
+again when it has caught up to `LOW_WATER`: a peer flooding a stalled call still meets
+back-pressure, and the backlog stays bounded (at most `HIGH_WATER` messages of at most
+`ws_max_size` bytes each).
+
+Served with `uvicorn.Config(ws=StreamWebSocketProtocol)`. It relies on two attributes of uvicorn's
+`WebSocketsSansIOProtocol` (`read_paused`, `queue`); tests/test_ws_protocol.py checks they are
+still there and behave as assumed, so an upgrade of uvicorn that changes them fails loudly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
+
+HIGH_WATER = 16
+LOW_WATER = 2
+
+
+class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
+    """The same protocol, with reading paused by a high and a low water mark."""
+
+    def send_receive_event_to_app(self) -> None:
+        # The parent pauses reading after each message unless reading is paused already:
+        # let it believe so, then pause only when the backlog has grown past the mark.
+        paused = self.read_paused
+        self.read_paused = True
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = paused
+        # Past `websocket.close` the app reads no more: keep reading for the peer's close reply.
+        if not paused and not self.close_sent and self.queue.qsize() >= HIGH_WATER:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        message = await self.queue.get()
+        if self.read_paused and self.queue.qsize() <= LOW_WATER:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
