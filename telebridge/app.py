@@ -48,6 +48,7 @@ from telebridge.tts.errors import TTSError
 from telebridge.tts.guard import WavesGuard
 from telebridge.tts.standin import StandinServer
 from telebridge.tts.waves import SpeechOptions, Synthesizer, WavesClient
+from telebridge.ws_protocol import ABORT
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class StarletteTransport:
 
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
+        self._stalled = False
+        # Offered by our uvicorn protocol (ws_protocol.py); absent under another server.
+        self._abort: Callable[[], None] | None = ws.scope.get("extensions", {}).get(ABORT)
 
     async def receive(self) -> str | bytes:
         try:
@@ -76,7 +80,7 @@ class StarletteTransport:
         return bytes(message.get("bytes") or b"")
 
     async def send(self, message: str | bytes) -> None:
-        if self._ws.application_state is not WebSocketState.CONNECTED:
+        if self._stalled or self._ws.application_state is not WebSocketState.CONNECTED:
             raise TransportClosed("socket closed")
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
@@ -85,12 +89,27 @@ class StarletteTransport:
                 else:
                     await self._ws.send_bytes(message)
         except TimeoutError:
+            logger.warning("carrier read nothing for %g s: dropping its connection", SEND_TIMEOUT)
+            self._drop()
             raise TransportClosed(f"carrier did not read for {SEND_TIMEOUT} s") from None
 
     async def close(self, code: int = 1000) -> None:
-        if self._ws.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
+        if self._stalled or self._ws.application_state is not WebSocketState.CONNECTED:
+            return
+        try:
+            # The close frame needs room in the send buffer too: never wait for it unbounded.
+            async with asyncio.timeout(SEND_TIMEOUT):
                 await self._ws.close(code)
+        except TimeoutError:
+            logger.warning("carrier took no close frame for %g s: dropping it", SEND_TIMEOUT)
+            self._drop()
+        except Exception:  # already gone: nothing left to close
+            pass
+
+    def _drop(self) -> None:
+        self._stalled = True
+        if self._abort is not None:
+            self._abort()
 
 
 @dataclass

@@ -8,26 +8,39 @@ again when it has caught up to `LOW_WATER`: a peer flooding a stalled call still
 back-pressure, and the backlog stays bounded (at most `HIGH_WATER` messages of at most
 `ws_max_size` bytes each).
 
-Served with `uvicorn.Config(ws=StreamWebSocketProtocol)`. It relies on two attributes of uvicorn's
-`WebSocketsSansIOProtocol` (`read_paused`, `queue`); tests/test_ws_protocol.py checks they are
-still there and behave as assumed, so an upgrade of uvicorn that changes them fails loudly.
+It also offers the app an ASGI extension, `telebridge.abort`, to drop a connection whose peer
+has stopped reading. Served with `uvicorn.Config(ws=StreamWebSocketProtocol)`. It relies on
+attributes of uvicorn's `WebSocketsSansIOProtocol` (`read_paused`, `queue`, `scope`,
+`transport`); tests/test_ws_protocol.py and the end-to-end tests check they are still there and
+behave as assumed, so an upgrade of uvicorn that changes them fails loudly.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
+    from websockets.http11 import Request
 
 HIGH_WATER = 16
 LOW_WATER = 2
+# The ASGI extension (in `scope["extensions"]`) by which the app can drop a connection at once,
+# buffers and all: a peer that stopped reading would otherwise keep it, and the app waiting on
+# it, for as long as its kernel keeps acknowledging window probes.
+ABORT = "telebridge.abort"
 
 
 class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
     """The same protocol, with reading paused by a high and a low water mark."""
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = cast("dict[str, Any] | None", getattr(self, "scope", None))
+        if scope is not None:  # accepted: the app's task starts after this returns
+            scope["extensions"][ABORT] = self.transport.abort
 
     def send_receive_event_to_app(self) -> None:
         # The parent pauses reading after each message unless reading is paused already:

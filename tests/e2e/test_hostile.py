@@ -1,16 +1,30 @@
-"""A stream under a flood of random messages: that call copes, the one beside it does not notice."""
+"""Hostile carrier streams (floods, oversized or unread messages): only that call suffers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
+import socket
+from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
+from telebridge.app import SEND_TIMEOUT
+from telebridge.simulator import bridge as local_bridge
+from telebridge.simulator import serving
 from telebridge.tokens import StreamGrant
 from tests.e2e.conftest import MakeBridge, mulaw_of
+
+LONG_PROMPT = (
+    "This is a long prompt that keeps talking for several seconds, so that the pacer has "
+    "to hold audio back and the lead stays bounded while the carrier plays it out in real time."
+)
 
 GARBAGE = [
     "not json",
@@ -58,10 +72,7 @@ async def test_thousands_of_random_messages_end_only_that_call(make_bridge: Make
     assert sent >= 50
     result = await healthy
     assert result.violations == []
-    assert result.heard == mulaw_of(
-        "This is a long prompt that keeps talking for several seconds, so that the pacer has "
-        "to hold audio back and the lead stays bounded while the carrier plays it out in real time."
-    )
+    assert result.heard == mulaw_of(LONG_PROMPT)
     assert "hostile" not in lb.bridge.calls
     health = await lb.http.get(f"{lb.url}/healthz")
     assert health.status_code == 200
@@ -105,3 +116,94 @@ async def test_a_carrier_that_never_confirms_marks_is_hung_up_in_bounded_time(
         await asyncio.sleep(0.02)
     assert "mute" not in lb.bridge.calls
     assert [r for r in lb.plivo_api.requests if r.method == "DELETE"]
+
+
+async def open_and_never_read(url: str, call_id: str, rcvbuf: int) -> socket.socket:
+    """A carrier that upgrades, says `start`, and from then on never reads its socket."""
+    loop = asyncio.get_running_loop()
+    where = parse_uri(url)
+    protocol = ClientProtocol(where)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # Before connect: the window the client advertises is fixed by then.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (where.host, where.port))
+        protocol.send_request(protocol.connect())
+        for data in protocol.data_to_send():
+            await loop.sock_sendall(sock, data)
+        while not (events := protocol.events_received()):
+            data = await loop.sock_recv(sock, 4096)
+            assert data, "the bridge closed during the upgrade"
+            protocol.receive_data(data)
+        [response] = events
+        assert isinstance(response, Response) and response.status_code == 101
+        start = {"event": "start", "start": {"callId": call_id, "streamId": "s"}}
+        protocol.send_text(json.dumps(start).encode())
+        for data in protocol.data_to_send():
+            await loop.sock_sendall(sock, data)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def test_a_carrier_that_never_reads_is_ended_and_released_in_bounded_time(
+    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Linux grows a socket's send buffer on its own up to tcp_wmem's maximum (4 MB): the whole
+    # prompt would sit there, the bridge's send would never block, and the call would end by the
+    # mark timeout instead. A small fixed send buffer (accepted sockets inherit the listening
+    # socket's) leaves asyncio's 64 KiB write buffer as the only room, filled in about 6 s.
+    def small_send_buffer(port: int = 0) -> socket.socket:
+        sock = serving.bind_loopback(port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return sock
+
+    monkeypatch.setattr(local_bridge, "bind_loopback", small_send_buffer)
+    lb = await make_bridge(telebridge_flow="long")
+    assert lb.bridge is not None
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def watch(call_id: str, kind: str, fields: dict[str, Any]) -> None:
+        if call_id == "stuck":
+            seen.append((kind, fields))
+
+    lb.bridge.observers.append(watch)
+    healthy = asyncio.create_task(lb.run(lb.plivo_call()))
+    grant = StreamGrant(carrier="plivo", call_id="stuck", flow="long")
+    url = lb.bridge.stream_url("/plivo/stream", grant)
+    started = loop.time()
+    sock = await open_and_never_read(url, "stuck", rcvbuf=4096)
+    try:
+        # About 6 s to fill the buffers, then SEND_TIMEOUT: 11 s; the bound leaves room for a
+        # busy machine, and a call that is never released fails it.
+        health_while_stuck = None
+        while loop.time() - started < 20.0 and ("stuck" in lb.bridge.calls or not seen):
+            if health_while_stuck is None and loop.time() - started > 8.0:
+                health_while_stuck = (await lb.http.get(f"{lb.url}/healthz")).status_code
+            await asyncio.sleep(0.05)
+        elapsed = loop.time() - started
+        kinds = [kind for kind, _ in seen]
+        assert "stuck" not in lb.bridge.calls, f"not released after {elapsed:.1f} s: {kinds}"
+        assert health_while_stuck == 200
+        assert elapsed >= SEND_TIMEOUT
+        # Ended because a send stalled: the prompt never got out (so no checkpoint was sent and
+        # no mark timed out); the bridge dropped the connection, which its reader saw too.
+        [outcome] = [f["outcome"] for kind, f in seen if kind == "ended"]
+        assert outcome in ("carrier-closed", "caller-hangup")
+        assert not {"mark", "mark_timeout"} & set(kinds), kinds
+        assert any("read nothing for" in r.getMessage() for r in caplog.records)
+        assert lb.bridge.calllog is not None
+        record = await asyncio.to_thread(lb.bridge.calllog.get, "plivo", "stuck")
+        assert record is not None and record.outcome == outcome
+
+        result = await healthy
+        assert result.violations == []
+        assert result.heard == mulaw_of(LONG_PROMPT)
+        health = await lb.http.get(f"{lb.url}/healthz")
+        assert health.status_code == 200
+    finally:
+        sock.close()
+        healthy.cancel()
