@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": args.repeat,
             "tts_chunk_interval": args.tts_chunk_interval,
             "prompt_cache_mb": args.prompt_cache_mb,
+            "loop": args.loop,
+            "ws": args.ws,
         },
         results=[*summaries, {"capacity": capacity}],
         lines=lines,

@@ -206,6 +206,19 @@ def add_common_args(parser: argparse.ArgumentParser, *, repeat: int, seconds: fl
         "streams from the Waves stand-in",
     )
     parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio"),
+        default="auto",
+        help="the bridge's event loop: auto (uvloop when installed, as `telebridge serve` runs) "
+        "or asyncio, for comparison",
+    )
+    parser.add_argument(
+        "--ws",
+        default="telebridge",
+        help="the bridge's uvicorn WebSocket protocol: telebridge (what `telebridge serve` "
+        "runs) or a uvicorn name such as websockets-sansio, for comparison",
+    )
+    parser.add_argument(
         "--standin-inproc",
         action="store_true",
         help="run the Waves stand-in inside the bridge's process (its CPU then counts as the "

@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             "caller_audio": not args.no_caller_audio,
             "tts_chunk_interval": args.tts_chunk_interval,
             "prompt_cache_mb": args.prompt_cache_mb,
+            "loop": args.loop,
+            "ws": args.ws,
         },
         results=summaries,
         lines=table(HEADERS, [row(s) for s in summaries]),

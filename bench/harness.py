@@ -46,6 +46,7 @@ START_TIMEOUT = 30.0  # seconds a child process may take to say it is ready
 WARMUP_TRIES = 3
 WARMUP_SECONDS = 10.0
 RSS_SAMPLE_EVERY = 0.5
+KEEPALIVE_EXPIRY = 2.0  # below uvicorn's timeout_keep_alive (5 s)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class BenchEnv:
             log_dir=args.log_dir,
             profile_dir=args.profile_dir,
             prompt_cache_mb=args.prompt_cache_mb,
+            ws=args.ws,
+            loop=args.loop,
         )
 
     def __init__(
@@ -106,7 +109,11 @@ class BenchEnv:
         log_dir: Path | None = None,
         profile_dir: Path | None = None,
         prompt_cache_mb: int = 0,
+        ws: str = "telebridge",
+        loop: str = "auto",
     ) -> None:
+        self.ws = ws
+        self.loop = loop
         self.chunk_interval = chunk_interval
         self.first_chunk_delay = first_chunk_delay
         self.standin_inproc = standin_inproc
@@ -158,6 +165,7 @@ class BenchEnv:
             *("--flow", flow, "--plivo-api-url", self.plivo_api_url),
             *("--vonage-rate", str(self.vonage_rate)),
             *("--prompt-cache-mb", str(self.prompt_cache_mb)),
+            *("--ws", self.ws, "--loop", self.loop),
         ]
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +184,10 @@ class BenchEnv:
             await bridge.start()
             ready = await bridge.read_json(START_TIMEOUT)
             url = str(ready["url"])
-            async with httpx.AsyncClient(timeout=15) as http:
+            # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them:
+            # a request sent on a connection the server is closing fails at random otherwise.
+            limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
+            async with httpx.AsyncClient(timeout=15, limits=limits) as http:
                 await self._check_carrier(http, url, spec.carrier)
                 await self._warm_up(http, url, spec)
                 await asyncio.sleep(0.5)

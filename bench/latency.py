@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             "call_seconds": args.call_seconds,
             "tts_chunk_interval": args.tts_chunk_interval,
             "prompt_cache_mb": args.prompt_cache_mb,
+            "loop": args.loop,
+            "ws": args.ws,
         },
         results=summaries,
         lines=lines,

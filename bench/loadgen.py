@@ -223,7 +223,10 @@ class Worker:
         self.live: set[SimulatedCall] = set()
 
     async def run(self) -> WorkerStats:
-        limits = httpx.Limits(max_connections=4096, max_keepalive_connections=256)
+        # keepalive_expiry below uvicorn's 5 s keep-alive timeout: see harness.KEEPALIVE_EXPIRY.
+        limits = httpx.Limits(
+            max_connections=4096, max_keepalive_connections=256, keepalive_expiry=2.0
+        )
         async with httpx.AsyncClient(timeout=15, limits=limits) as http:
             probes = [
                 asyncio.create_task(self._lag_probe()),

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,20 @@ def ws_protocol(name: str) -> Any:
     return StreamWebSocketProtocol if name == "telebridge" else name
 
 
+def run_on(loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop when `loop` is auto and uvloop is installed (as `telebridge serve`
+    does), else on asyncio's own loop."""
+    if loop == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.server", description=__doc__.split("\n\n")[0]
@@ -221,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vonage-rate", type=int, choices=(8000, 16000, 24000), default=16000)
     parser.add_argument("--prompt-cache-mb", type=int, default=0, help="0: no prompt cache")
     parser.add_argument("--max-calls", type=int, default=100_000, help="TELEBRIDGE_MAX_CALLS")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio"),
+        default="auto",
+        help="the bridge's event loop: auto (uvloop when installed, as `telebridge serve`) or "
+        "asyncio, for comparison",
+    )
     parser.add_argument(
         "--ws",
         default="telebridge",
@@ -247,13 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     raise_fd_limit()
     serve = serve_standin if args.role == "standin" else serve_bridge
+    loop = args.loop if args.role == "bridge" else "asyncio"
     if args.profile is None:
-        asyncio.run(serve(args))
+        run_on(loop, serve(args))
         return 0
     # Profiling slows the process (about twice): its figures are for finding hot spots only.
     profiler = cProfile.Profile()
     try:
-        profiler.runcall(asyncio.run, serve(args))
+        profiler.runcall(run_on, loop, serve(args))
     finally:
         profiler.dump_stats(args.profile)
     return 0

@@ -64,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.telebridge_port,
         log_level=settings.telebridge_log_level,
         log_config=None,  # ours: call ids, JSON on request, secrets redacted
+        loop="auto",  # uvloop when installed (it is a dependency on Linux and macOS)
         ws=StreamWebSocketProtocol,  # uvicorn's sans-I/O protocol, minus a pause per message
         ws_max_size=WS_MAX_MESSAGE,
         ws_per_message_deflate=False,  # compressing 20 ms audio frames costs CPU for nothing

@@ -87,7 +87,13 @@ class LocalBridge:
             self.bridge.observers.append(self._observer)
         served = ServedApp(create_app(self.bridge), sock, ws_max_size=WS_MAX_MESSAGE)
         await self._stack.enter_async_context(served)
-        self.http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
+        self.http = await self._stack.enter_async_context(
+            httpx.AsyncClient(
+                timeout=10,
+                # Below uvicorn's 5 s keep-alive timeout, so a request never races its close.
+                limits=httpx.Limits(keepalive_expiry=2.0),
+            )
+        )
 
     @property
     def settings(self) -> Settings:
