@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.websockets import WebSocket, WebSocketState
+from uvicorn.protocols.utils import ClientDisconnected
 
 from telebridge.calllog import CallLog
 from telebridge.carriers import CallControl, CarrierStream
-from telebridge.events import ProtocolError, Started
+from telebridge.events import ProtocolError, Started, WireMessage
 from telebridge.flows import template
 from telebridge.flows.library import FlowLibrary, UnknownFlow
 from telebridge.flows.model import Say
@@ -48,7 +49,7 @@ from telebridge.tts.errors import TTSError
 from telebridge.tts.guard import WavesGuard
 from telebridge.tts.standin import StandinServer
 from telebridge.tts.waves import SpeechOptions, Synthesizer, WavesClient
-from telebridge.ws_protocol import ABORT
+from telebridge.ws_protocol import ABORT, IGNORE, SEND_MANY, MessageFilter
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,17 @@ class StarletteTransport:
         self._ws = ws
         self._stalled = False
         # Offered by our uvicorn protocol (ws_protocol.py); absent under another server.
-        self._abort: Callable[[], None] | None = ws.scope.get("extensions", {}).get(ABORT)
+        extensions = ws.scope.get("extensions") or {}
+        self._abort: Callable[[], None] | None = extensions.get(ABORT)
+        self._send_many: Callable[[Sequence[WireMessage]], Awaitable[None]] | None = extensions.get(
+            SEND_MANY
+        )
+        self._set_filter: Callable[[MessageFilter], None] | None = extensions.get(IGNORE)
+
+    def ignore(self, ignorable: MessageFilter) -> None:
+        """Let the server drop, unseen, the messages `ignorable` names (when it can)."""
+        if self._set_filter is not None:
+            self._set_filter(ignorable)
 
     async def receive(self) -> str | bytes:
         try:
@@ -80,18 +91,28 @@ class StarletteTransport:
         return bytes(message.get("bytes") or b"")
 
     async def send(self, message: str | bytes) -> None:
+        await self.send_many((message,))
+
+    async def send_many(self, messages: Sequence[WireMessage]) -> None:
+        """Send `messages` in order, in one write to the socket when the server allows it."""
         if self._stalled or self._ws.application_state is not WebSocketState.CONNECTED:
             raise TransportClosed("socket closed")
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
-                if isinstance(message, str):
-                    await self._ws.send_text(message)
-                else:
-                    await self._ws.send_bytes(message)
+                if self._send_many is not None:
+                    await self._send_many(messages)
+                    return
+                for message in messages:
+                    if isinstance(message, str):
+                        await self._ws.send_text(message)
+                    else:
+                        await self._ws.send_bytes(message)
         except TimeoutError:
             logger.warning("carrier read nothing for %g s: dropping its connection", SEND_TIMEOUT)
             self._drop()
             raise TransportClosed(f"carrier did not read for {SEND_TIMEOUT} s") from None
+        except ClientDisconnected:
+            raise TransportClosed("carrier went away") from None
 
     async def close(self, code: int = 1000) -> None:
         if self._stalled or self._ws.application_state is not WebSocketState.CONNECTED:
@@ -299,6 +320,7 @@ class Bridge:
         if started is None:
             await transport.close(1008)
             return
+        transport.ignore(lambda payload, text: stream.ignorable(payload, text=text))
         if self.tts is None:
             raise RuntimeError("the bridge has no synthesizer (lifespan not run)")
         call_id = started.call_id

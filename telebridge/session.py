@@ -14,7 +14,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -75,7 +75,7 @@ class Transport(Protocol):
     """The carrier's WebSocket as the session sees it."""
 
     async def receive(self) -> str | bytes: ...
-    async def send(self, message: WireMessage) -> None: ...
+    async def send_many(self, messages: Sequence[WireMessage]) -> None: ...
     async def close(self, code: int = 1000) -> None: ...
 
 
@@ -359,13 +359,12 @@ class CallSession:
             self._wake.set()
 
     async def _send(self, messages: list[WireMessage]) -> None:
-        for message in messages:
-            try:
-                await self._transport.send(message)
-            except TransportClosed:
-                raise
-            except Exception as exc:  # the socket went away under us
-                raise TransportClosed(str(exc)) from exc
+        try:
+            await self._transport.send_many(messages)
+        except TransportClosed:
+            raise
+        except Exception as exc:  # the socket went away under us
+            raise TransportClosed(str(exc)) from exc
 
     async def _send_loop(self) -> None:
         fb = self._frame_bytes
@@ -400,14 +399,20 @@ class CallSession:
                 await self._sleep(self._pacer.wait(now, wanted))
                 paced_until = self._clock()
                 continue
-            count = min(available, room, per_message)
+            # One wake-up sends a batch: as many frames as one message takes, or for a carrier
+            # that takes one frame per message (Vonage), a few messages in one write.
+            count = min(available, room, max(per_message, SEND_BATCH_FRAMES))
             chunk, rest = item.frames[: count * fb], item.frames[count * fb :]
             if rest:
                 item.frames = rest
             else:
                 self._outbox.popleft()
             first = self._first_chunk_at.pop(item.utterance, None)
-            await self._send(self._stream.play(chunk))
+            step = per_message * fb
+            messages: list[WireMessage] = []
+            for at in range(0, len(chunk), step):
+                messages += self._stream.play(chunk[at : at + step])
+            await self._send(messages)
             self._pacer.sent(now, count)
             self.frames_sent += count
             if first is not None:

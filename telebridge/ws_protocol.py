@@ -17,13 +17,19 @@ behave as assumed, so an upgrade of uvicorn that changes them fails loudly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
     from websockets.http11 import Request
+
+# Decides from a message's raw payload (and whether it is text) that the app does not need it.
+MessageFilter = Callable[[bytes, bool], bool]
 
 HIGH_WATER = 16
 LOW_WATER = 2
@@ -31,18 +37,58 @@ LOW_WATER = 2
 # buffers and all: a peer that stopped reading would otherwise keep it, and the app waiting on
 # it, for as long as its kernel keeps acknowledging window probes.
 ABORT = "telebridge.abort"
+# ... by which it sends several messages in one write to the socket (one system call, not one per
+# message: Vonage takes every 20 ms frame as a message of its own).
+SEND_MANY = "telebridge.send_many"
+# ... and by which it names messages it does not need (caller audio it does not listen to), so
+# they are dropped as they are parsed instead of each waking the app.
+IGNORE = "telebridge.ignore"
 
 
 class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
     """The same protocol, with reading paused by a high and a low water mark."""
 
+    _ignore: MessageFilter | None = None
+    ignored = 0  # messages dropped by the app's filter on this connection
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = cast("dict[str, Any] | None", getattr(self, "scope", None))
         if scope is not None:  # accepted: the app's task starts after this returns
-            scope["extensions"][ABORT] = self.transport.abort
+            extensions = scope["extensions"]
+            extensions[ABORT] = self.transport.abort
+            extensions[SEND_MANY] = self.send_many
+            extensions[IGNORE] = self.set_filter
+
+    def set_filter(self, ignore: MessageFilter | None) -> None:
+        self._ignore = ignore
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """Send `messages` as one write; raises ClientDisconnected when the peer is gone."""
+        await self.writable.wait()  # flow control, as for one message
+        if self.disconnected or self.close_sent or not self.handshake_complete:
+            raise ClientDisconnected()
+        try:
+            for message in messages:
+                if isinstance(message, bytes):
+                    self.conn.send_binary(message)
+                else:
+                    self.conn.send_text(message.encode())
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
     def send_receive_event_to_app(self) -> None:
+        ignore = self._ignore
+        if (
+            ignore is not None
+            and not self.close_sent
+            and len(self.frames) == 1
+            and ignore(self.frames[0], self.curr_msg_data_type == "text")
+        ):
+            self.frames = []
+            self.ignored += 1
+            return
         # The parent pauses reading after each message unless reading is paused already:
         # let it believe so, then pause only when the backlog has grown past the mark.
         paused = self.read_paused

@@ -8,7 +8,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from telebridge.simulator.serving import ServedApp
-from telebridge.ws_protocol import HIGH_WATER, StreamWebSocketProtocol
+from telebridge.ws_protocol import HIGH_WATER, IGNORE, SEND_MANY, StreamWebSocketProtocol
 
 
 class CountingProtocol(StreamWebSocketProtocol):
@@ -103,3 +103,52 @@ async def test_a_stalled_app_pauses_reading_and_loses_nothing() -> None:
         await ws.send("end")
         assert await ws.recv() == "500"
     assert received == [f"m{i}" for i in range(500)]
+
+
+async def test_the_app_can_ignore_messages_and_send_several_in_one_write() -> None:
+    writes: list[int] = []
+    received: list[str] = []
+
+    class WriteCounting(StreamWebSocketProtocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            write = transport.write
+
+            def counted(data: bytes) -> None:
+                writes.append(len(data))
+                write(data)
+
+            transport.write = counted
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        extensions = scope["extensions"]
+        extensions[IGNORE](lambda payload, text: text and payload.startswith(b"audio"))
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            received.append(message.get("text") or "<bytes>")
+            if message.get("text") == "end":
+                writes.clear()
+                await extensions[SEND_MANY](["one", b"\x00\x01", "three"])
+                assert len(writes) == 1  # three messages, one write
+
+    async with (
+        ServedApp(app, ws=WriteCounting) as served,
+        connect(served.url.replace("http", "ws") + "/ws") as ws,
+    ):
+        for i in range(100):
+            await ws.send(f"audio {i}")
+            if i % 10 == 0:
+                await ws.send(f"key {i}")
+        await ws.send(b"audio as bytes")  # binary: this filter keeps it
+        await ws.send("end")
+        assert [await ws.recv() for _ in range(3)] == ["one", b"\x00\x01", "three"]
+    assert received == [f"key {i}" for i in range(0, 100, 10)] + ["<bytes>", "end"]

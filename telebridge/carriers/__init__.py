@@ -26,6 +26,11 @@ class CarrierStream(Protocol):
         """Events in a message from the carrier; raises ProtocolError for a malformed one."""
         ...
 
+    def ignorable(self, payload: bytes, *, text: bool) -> bool:
+        """True for a message (its raw payload) that carries nothing the call needs, such as
+        caller audio that is not decoded: the server may drop it before it reaches `receive`."""
+        ...
+
     def play(self, frames: bytes) -> list[WireMessage]:
         """Messages that queue `frames` (whole encoded frames, at most max_frames_per_message)."""
         ...

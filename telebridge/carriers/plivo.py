@@ -56,6 +56,14 @@ class PlivoStream:
 
     # --- carrier -> bridge --------------------------------------------------------
 
+    def ignorable(self, payload: bytes, *, text: bool) -> bool:
+        # After the start, a media message is caller audio: unless it is decoded, it can go
+        # unseen (exactly what `receive` would return for it: nothing).
+        if not text or self._decode_media or self.stream_id is None:
+            return False
+        head = bytes(payload[:48])
+        return b'"event":"media"' in head or b'"event": "media"' in head
+
     def receive(self, message: str | bytes) -> list[CallEvent]:
         if isinstance(message, bytes):
             raise ProtocolError("binary message on a Plivo stream")

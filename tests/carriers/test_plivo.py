@@ -95,6 +95,28 @@ def test_caller_audio_is_skipped_unless_asked_for() -> None:
         started(decode_caller_audio=True).receive(media("***"))
 
 
+def test_only_caller_audio_after_start_is_ignorable() -> None:
+    payload = base64.b64encode(b"\xff" * 160).decode()
+    message = media(payload).encode()
+    assert not PlivoStream().ignorable(message, text=True)  # before start: receive reports it
+    stream = started()
+    assert stream.ignorable(message, text=True)
+    spaced = b'{"event": "media", "media": {"payload": "' + payload.encode() + b'"}}'
+    assert stream.ignorable(spaced, text=True)
+    for other in ({"event": "dtmf", "dtmf": {"digit": "5"}}, {"event": "stop"}):
+        assert not stream.ignorable(json.dumps(other).encode(), text=True)
+    assert not stream.ignorable(message, text=False)  # binary: receive reports it
+    assert not started(decode_caller_audio=True).ignorable(message, text=True)
+
+
+@given(st.binary(max_size=300), st.booleans())
+def test_what_is_ignorable_is_what_receive_would_drop(payload: bytes, text: bool) -> None:
+    stream = started()
+    if stream.ignorable(payload, text=text):
+        assert text
+        assert stream.receive(payload.decode("utf-8", "replace")) == []
+
+
 @given(st.integers(min_value=1, max_value=400))
 def test_play_splits_into_whole_frames_within_16kb(frames: int) -> None:
     audio = bytes(range(256)) * (frames * FRAME_BYTES // 256) + bytes(frames * FRAME_BYTES % 256)

@@ -133,6 +133,18 @@ def test_binary_frames_are_caller_audio_and_wrong_sizes_are_dropped(rate: int) -
     assert stream.receive(bytes(FRAME[rate])) == [CallerAudio(bytes(FRAME[rate]))]
 
 
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+def test_only_well_formed_caller_audio_after_connected_is_ignorable(rate: int) -> None:
+    frame = bytes(FRAME[rate])
+    assert not VonageStream(rate).ignorable(frame, text=False)  # before connected: reported
+    stream = started_stream(rate)
+    assert stream.ignorable(frame, text=False)
+    for size in (0, 1, FRAME[rate] - 2, FRAME[rate] + 2):
+        assert not stream.ignorable(bytes(size), text=False)  # receive reports the wrong size
+    dtmf = json.dumps({"event": "websocket:dtmf", "digit": "5"}).encode()
+    assert not stream.ignorable(dtmf, text=True)
+
+
 @pytest.mark.parametrize(
     ("message", "digit"),
     [
