@@ -63,14 +63,17 @@ class Faults:
     close_after_complete: bool = False
     chunk_bytes: int | None = None
     chunk_interval: float = 0.0
-    error_only_for: str | None = None  # inject the error only into requests whose text has this
+    # Inject the per-request faults (error, first-chunk delay, drop) only into requests whose
+    # text has this, so a healthy call can run beside a failing one.
+    only_for: str | None = None
     error_count: int | None = None  # inject the error into this many requests, then heal
+
+    def applies_to(self, text: str) -> bool:
+        return self.only_for is None or self.only_for in text
 
     def take_error(self, text: str) -> str | None:
         """The error to answer a request for `text` with, if one is injected."""
-        if self.error_message is None:
-            return None
-        if self.error_only_for is not None and self.error_only_for not in text:
+        if self.error_message is None or not self.applies_to(text):
             return None
         if self.error_count is not None:
             if self.error_count <= 0:
@@ -308,10 +311,11 @@ class StandinServer:
         pcm = await asyncio.to_thread(
             render, text, sample_rate=rate, voice_id=body["voice_id"], speed=body.get("speed", 1)
         )
-        if faults.first_chunk_delay > 0:
+        targeted = faults.applies_to(text)
+        if faults.first_chunk_delay > 0 and targeted:
             await asyncio.sleep(faults.first_chunk_delay)
         size = max(1, faults.chunk_bytes or default_chunk_bytes(rate))
-        limit = faults.drop_after_bytes
+        limit = faults.drop_after_bytes if targeted else None
         sent = 0
         for start in range(0, len(pcm), size):
             if limit is not None and sent >= limit:

@@ -7,65 +7,90 @@ import logging
 
 import pytest
 
-from telebridge.simulator.carrier import CallScript
+from telebridge.simulator.bridge import LocalBridge
+from telebridge.simulator.carrier import CallScript, SimResult
 from telebridge.tts.standin import StandinServer
 from tests.e2e.conftest import MakeBridge, mulaw_of
 
 GREETING = "Hello from the test line."
-LONG = (
-    "This is a long prompt that keeps talking for several seconds, so that the pacer has "
-    "to hold audio back and the lead stays bounded while the carrier plays it out in real time."
-)
+
+
+FAILING = "14155550001"  # the caller whose prompts the stand-in fails; 14155550000 is healthy
+
+
+def hello(caller: str) -> bytes:
+    return mulaw_of(f"Hello {caller}, this is plivo.")
+
+
+async def two_calls(lb: LocalBridge) -> tuple[SimResult, SimResult]:
+    """A healthy call and a failing one, side by side, on the `vars` flow (text per caller)."""
+    healthy, failing = await asyncio.gather(
+        lb.run(lb.plivo_call(CallScript(caller="14155550000"))),
+        lb.run(lb.plivo_call(CallScript(caller=FAILING))),
+    )
+    # Whatever happened to the other call, this one heard exactly its prompt.
+    assert healthy.violations == []
+    assert healthy.heard == hello("14155550000")
+    assert healthy.ended_by == "rest-hangup"
+    return healthy, failing
+
+
+def apology_at(lb: LocalBridge, failing: SimResult) -> float:
+    """Seconds from the failing call's stream opening to the carrier being asked to apologise."""
+    [update] = [r for r in lb.plivo_api.requests if r.method == "POST"]
+    assert update.body["legs"] == "aleg"
+    # The apology is spoken by Plivo itself: the bridge serves it as signed XML.
+    assert "/plivo/transfer?t=" in update.body["aleg_url"]
+    assert failing.stream_opened_at is not None
+    return update.at - failing.stream_opened_at
 
 
 async def test_a_failed_first_try_is_retried_and_heard_once(
     make_bridge: MakeBridge, standin: StandinServer
 ) -> None:
-    lb = await make_bridge()
+    lb = await make_bridge(telebridge_flow="vars")
     standin.faults.error_message = "synthesis failed"
     standin.faults.error_count = 1
-    result = await lb.run(lb.plivo_call())
-    assert result.violations == []
-    assert result.heard == mulaw_of(GREETING)  # once, not twice
-    assert len(standin.requests) == 2
-    assert result.ended_by == "rest-hangup"
+    standin.faults.only_for = FAILING
+    _, failing = await two_calls(lb)
+    assert failing.violations == []
+    assert failing.heard == hello(FAILING)  # once, not twice
+    assert len([r for r in standin.requests if FAILING in str(r.get("text"))]) == 2
+    assert failing.ended_by == "rest-hangup"
 
 
 async def test_waves_down_ends_the_call_politely_within_3_seconds(
     make_bridge: MakeBridge, standin: StandinServer
 ) -> None:
-    lb = await make_bridge()  # the stand-in client waits 1.2 s for a first chunk, as served
-    standin.faults.first_chunk_delay = 10.0  # Waves accepts requests but never speaks
-    result = await lb.run(lb.plivo_call())
-
-    assert result.heard == b""
-    assert result.ended_by == "transferred"
-    [update] = [r for r in lb.plivo_api.requests if r.method == "POST"]
-    assert update.body["legs"] == "aleg"
-    # The apology is spoken by Plivo itself: the bridge serves it as signed XML.
-    stream_open = result.stream_opened_at
-    assert stream_open is not None and update.at - stream_open < 3.0
-    assert "/plivo/transfer?t=" in update.body["aleg_url"]
+    lb = await make_bridge(telebridge_flow="vars")  # the client waits 1.2 s for a first chunk
+    standin.faults.first_chunk_delay = 10.0  # Waves accepts the requests but never speaks
+    standin.faults.only_for = FAILING
+    _, failing = await two_calls(lb)
+    assert failing.heard == b""
+    assert failing.ended_by == "transferred"
+    assert apology_at(lb, failing) < 3.0
     assert lb.bridge is not None and lb.bridge.calllog is not None
     await asyncio.sleep(0.2)
-    record = await asyncio.to_thread(lb.bridge.calllog.get, "plivo", result.call_id)
+    record = await asyncio.to_thread(lb.bridge.calllog.get, "plivo", failing.call_id)
     assert record is not None and record.outcome == "error:tts timeout"
 
 
 async def test_waves_drop_mid_prompt_plays_what_came_then_apologises(
     make_bridge: MakeBridge, standin: StandinServer
 ) -> None:
-    lb = await make_bridge(telebridge_flow="long")
+    lb = await make_bridge(telebridge_flow="vars")
     standin.faults.drop_after_bytes = 8000  # about a quarter second of audio, then the socket dies
-    result = await lb.run(lb.plivo_call())
-    assert result.violations == []
+    standin.faults.only_for = FAILING
+    _, failing = await two_calls(lb)
+    assert failing.violations == []
     # The part Waves produced was played (never repeated), then the carrier took over.
-    assert 0 < len(result.heard) <= 8000 // 2 + 160
-    assert result.ended_by == "transferred"
+    assert 0 < len(failing.heard) <= 8000 // 2 + 160
+    assert hello(FAILING).startswith(failing.heard)
+    assert failing.ended_by == "transferred"
+    assert apology_at(lb, failing) < 3.0
     # One request from the call; a second only when the early (answer-time) one had already
     # failed before the stream connected. Either way the caller hears one partial prompt.
-    assert len(standin.requests) <= 2
-    assert mulaw_of(LONG).startswith(result.heard)
+    assert len([r for r in standin.requests if FAILING in str(r.get("text"))]) <= 2
 
 
 async def test_other_calls_are_untouched_by_a_failing_one(
@@ -74,7 +99,7 @@ async def test_other_calls_are_untouched_by_a_failing_one(
     lb = await make_bridge(telebridge_flow="vars")
     # Synthesis fails for one caller's text only: the others must hear exact audio.
     standin.faults.error_message = "synthesis failed"
-    standin.faults.error_only_for = "14155550002"
+    standin.faults.only_for = "14155550002"
     calls = [lb.plivo_call(CallScript(caller=f"1415555{i:04d}")) for i in range(4)]
     results = await asyncio.gather(*(lb.run(c) for c in calls))
     for i, result in enumerate(results):
@@ -146,7 +171,7 @@ async def test_waves_over_its_limit_for_good_ends_that_call_politely_others_are_
     # Every request for one caller's text is rejected as over the limit (an error frame);
     # the shared back-off delays the other calls' requests but must not spoil their audio.
     standin.faults.error_message = "Too many concurrent requests: rate limit exceeded"
-    standin.faults.error_only_for = "14155550001"
+    standin.faults.only_for = "14155550001"
     calls = [lb.plivo_call(CallScript(caller=f"1415555{i:04d}")) for i in range(3)]
     results = await asyncio.gather(*(lb.run(c) for c in calls))
     limited = results[1]
