@@ -25,15 +25,18 @@ class CountingProtocol(StreamWebSocketProtocol):
         CountingProtocol.most_queued = max(CountingProtocol.most_queued, self.queue.qsize())
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 def echo_app(gate: asyncio.Event, received: list[str]) -> Any:
     """Accepts, waits for `gate`, then takes every message and answers the count at the end."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await lifespan(receive, send)
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
         await gate.wait()
@@ -122,10 +125,7 @@ async def test_the_app_can_ignore_messages_and_send_several_in_one_write() -> No
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await lifespan(receive, send)
         await receive()
         await send({"type": "websocket.accept"})
         extensions = scope["extensions"]
