@@ -90,9 +90,6 @@ class StarletteTransport:
             return str(text)
         return bytes(message.get("bytes") or b"")
 
-    async def send(self, message: str | bytes) -> None:
-        await self.send_many((message,))
-
     async def send_many(self, messages: Sequence[WireMessage]) -> None:
         """Send `messages` in order, in one write to the socket when the server allows it."""
         if self._stalled or self._ws.application_state is not WebSocketState.CONNECTED:
@@ -320,7 +317,7 @@ class Bridge:
         if started is None:
             await transport.close(1008)
             return
-        transport.ignore(lambda payload, text: stream.ignorable(payload, text=text))
+        transport.ignore(stream.ignorable)
         if self.tts is None:
             raise RuntimeError("the bridge has no synthesizer (lifespan not run)")
         call_id = started.call_id

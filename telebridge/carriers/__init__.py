@@ -26,7 +26,7 @@ class CarrierStream(Protocol):
         """Events in a message from the carrier; raises ProtocolError for a malformed one."""
         ...
 
-    def ignorable(self, payload: bytes, *, text: bool) -> bool:
+    def ignorable(self, payload: bytes, text: bool) -> bool:
         """True for a message (its raw payload) that carries nothing the call needs, such as
         caller audio that is not decoded: the server may drop it before it reaches `receive`."""
         ...

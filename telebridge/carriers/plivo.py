@@ -56,7 +56,7 @@ class PlivoStream:
 
     # --- carrier -> bridge --------------------------------------------------------
 
-    def ignorable(self, payload: bytes, *, text: bool) -> bool:
+    def ignorable(self, payload: bytes, text: bool) -> bool:
         # After the start, a media message is caller audio: unless it is decoded, it can go
         # unseen (exactly what `receive` would return for it: nothing).
         if not text or self._decode_media or self.stream_id is None:

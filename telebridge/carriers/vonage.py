@@ -89,7 +89,7 @@ class VonageStream:
 
     # --- carrier -> bridge --------------------------------------------------------
 
-    def ignorable(self, payload: bytes, *, text: bool) -> bool:
+    def ignorable(self, payload: bytes, text: bool) -> bool:
         # One well-formed frame of caller audio once connected: nothing in the bridge listens
         # to it. A frame of the wrong size still reaches `receive`, which reports it.
         return not text and self.call_id is not None and len(payload) == self.frame_bytes
