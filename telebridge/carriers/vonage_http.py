@@ -245,11 +245,14 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
                     await ws.close(1000)
 
         def control(grant: StreamGrant, started: Started) -> VonageCallControl:
+            # A transfer must come from a number of ours: the one dialled on an inbound call,
+            # the one the bridge called from on a call it placed (signed "direction").
+            outbound = grant.variables.get("direction") == "outbound"
             return VonageCallControl(
                 rest,
                 started.call_id,
                 region_host=regions.get(started.call_id),
-                caller_id=grant.callee,
+                caller_id=grant.caller if outbound else grant.callee,
                 close=close,
             )
 

@@ -457,12 +457,21 @@ async def vonage_rest_bridge(
     )
 
 
+@pytest.mark.parametrize("direction", ["inbound", "outbound"])
 async def test_vonage_transfer_puts_an_ncco_connecting_to_the_number(
-    make_bridge: MakeBridge, vonage_api: VonageApiFake, private_key_pem: str
+    make_bridge: MakeBridge, vonage_api: VonageApiFake, private_key_pem: str, direction: str
 ) -> None:
     lb = await vonage_rest_bridge(make_bridge, vonage_api, private_key_pem)
+    assert lb.bridge is not None
+    # A call the bridge placed says so in its signed variables (see outbound.py); its own
+    # number is then the caller, and the transfer must come from that number.
+    query = ""
+    ours = CallScript().callee
+    if direction == "outbound":
+        query = "vars=" + sign_claims(lb.bridge.secret, {"v": {"direction": "outbound"}})
+        ours = CallScript().caller
     # The call's region is the fake (trusted: it is the configured API host).
-    call = lb.vonage_call(region_url=f"https://{vonage_api.host}")
+    call = lb.vonage_call(region_url=f"https://{vonage_api.host}", answer_query=query)
     moving: set[asyncio.Task[None]] = set()
 
     async def vonage_moves_the_caller() -> None:
@@ -485,7 +494,7 @@ async def test_vonage_transfer_puts_an_ncco_connecting_to_the_number(
             "ncco": [
                 {
                     "action": "connect",
-                    "from": CallScript().callee,
+                    "from": ours,
                     "timeout": 20,
                     "endpoint": [{"type": "phone", "number": TRANSFER_TO.lstrip("+")}],
                 }
