@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except FlowError as exc:
         problems = "; ".join(str(p) for p in exc.problems)
         raise UsageError(f"refusing to start, a flow has errors: {problems}") from None
+    sock = _listen(settings.telebridge_host, settings.telebridge_port)
     app = create_app(bridge)
     config = uvicorn.Config(
         app,
@@ -71,8 +73,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
     )
     server = DrainingServer(config, bridge)
-    server.run()
+    with sock:
+        server.run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, made here so that a port in use is one clear line, not a log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UsageError(f"TELEBRIDGE_HOST: cannot listen on {host!r}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise UsageError(
+            f"TELEBRIDGE_PORT: cannot listen on {host}:{port}: {reason.lower()}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 # --- flows check -----------------------------------------------------------------------

@@ -302,6 +302,26 @@ def test_serve_starts_despite_flow_warnings(tmp_path: Path) -> None:
     assert "address already in use" in result.stderr.lower()
 
 
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    env = clean_env(
+        TELEBRIDGE_PUBLIC_URL="https://bridge.example.com",
+        TELEBRIDGE_FLOWS_DIR=str(FLOWS),
+        TELEBRIDGE_DB=str(tmp_path / "calls.db"),
+    )
+    with busy:
+        result = telebridge(
+            "serve", "--host", "127.0.0.1", "--port", str(port), cwd=tmp_path, env=env, timeout=30
+        )
+    line = one_line_error(result)
+    assert line.endswith(
+        f"TELEBRIDGE_PORT: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+
+
 # --- calls ----------------------------------------------------------------------------------
 
 
