@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 # The sender wakes for at least this many frames at a time once the carrier's queue is full,
 # so a call costs a few wake-ups a second, not fifty.
-SEND_BATCH_FRAMES = 5
+SEND_BATCH_FRAMES = 10
 # Carrier messages that break the protocol before the call is given up as hostile.
 MAX_BAD_MESSAGES = 50
 # After a transfer the carrier takes the caller elsewhere and closes the stream itself.
