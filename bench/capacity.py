@@ -37,6 +37,8 @@ from bench.common import (
     pct,
     percentile,
     percentile_with_zeros,
+    process_cells,
+    settings_of,
     table,
 )
 from bench.harness import BenchEnv, LoadResult, LoadSpec, loadgen_saturated, run_notes
@@ -131,11 +133,7 @@ def row(s: dict[str, Any]) -> list[str]:
         fmt(s["late_ms_max"], 1, " ms"),
         fmt(s["messages"], 0),
         pct(s["audio_share"]),
-        pct(s["bridge_cpu"]),
-        pct(s["standin_cpu"]),
-        pct(s["loadgen_cpu"]),
-        pct(s["machine_busy"]),
-        fmt(s["loadgen_lag_ms_p99"], 1, " ms"),
+        *process_cells(s),
         s["verdict"],
     ]
 
@@ -227,15 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         as_json=args.json,
         benchmark="capacity",
         machine=machine,
-        settings={
-            "carrier": args.carrier,
-            "window": f"{args.seconds:g} s",
-            "repeat": args.repeat,
-            "tts_chunk_interval": args.tts_chunk_interval,
-            "prompt_cache_mb": args.prompt_cache_mb,
-            "loop": args.loop,
-            "ws": args.ws,
-        },
+        settings=settings_of(args),
         results=[*summaries, {"capacity": capacity}],
         lines=lines,
         notes=notes,

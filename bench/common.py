@@ -280,6 +280,31 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def process_cells(s: dict[str, Any]) -> list[str]:
+    """The table cells every benchmark ends a row with: who used the CPU, and the loadgen's lag."""
+    return [
+        pct(s["bridge_cpu"]),
+        pct(s["standin_cpu"]),
+        pct(s["loadgen_cpu"]),
+        pct(s["machine_busy"]),
+        fmt(s["loadgen_lag_ms_p99"], 1, " ms"),
+    ]
+
+
+def settings_of(args: argparse.Namespace, **own: object) -> dict[str, object]:
+    """The settings line of a benchmark: the shared options, with the benchmark's `own` ones."""
+    return {
+        "carrier": args.carrier,
+        "window": f"{args.seconds:g} s",
+        "repeat": args.repeat,
+        **own,
+        "tts_chunk_interval": args.tts_chunk_interval,
+        "prompt_cache_mb": args.prompt_cache_mb,
+        "loop": args.loop,
+        "ws": args.ws,
+    }
+
+
 def emit(
     *,
     as_json: bool,

@@ -32,8 +32,9 @@ from bench.common import (
     int_list,
     machine_info,
     median_of,
-    pct,
     percentile,
+    process_cells,
+    settings_of,
     table,
 )
 from bench.harness import LoadResult, LoadSpec, run_steps
@@ -97,11 +98,7 @@ def row(s: dict[str, Any]) -> list[str]:
         fmt(s["rss_kib_per_call"], 0, " KiB"),
         fmt(s["rss_base_mib"], 1, " MiB"),
         fmt(s["rss_mean_mib"], 1, " MiB"),
-        pct(s["bridge_cpu"]),
-        pct(s["standin_cpu"]),
-        pct(s["loadgen_cpu"]),
-        pct(s["machine_busy"]),
-        fmt(s["loadgen_lag_ms_p99"], 1, " ms"),
+        *process_cells(s),
     ]
 
 
@@ -152,16 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         as_json=args.json,
         benchmark="cost",
         machine=machine,
-        settings={
-            "carrier": args.carrier,
-            "window": f"{args.seconds:g} s",
-            "repeat": args.repeat,
-            "caller_audio": not args.no_caller_audio,
-            "tts_chunk_interval": args.tts_chunk_interval,
-            "prompt_cache_mb": args.prompt_cache_mb,
-            "loop": args.loop,
-            "ws": args.ws,
-        },
+        settings=settings_of(args, caller_audio=not args.no_caller_audio),
         results=summaries,
         lines=table(HEADERS, [row(s) for s in summaries]),
         notes=notes,

@@ -30,8 +30,9 @@ from bench.common import (
     int_list,
     machine_info,
     median_of,
-    pct,
     percentile,
+    process_cells,
+    settings_of,
     table,
 )
 from bench.harness import LoadResult, LoadSpec, run_steps
@@ -79,11 +80,7 @@ def row(s: dict[str, Any]) -> list[str]:
         fmt(s["bridge_added_ms_p99"], 2, " ms"),
         str(s["stream_starts"]),
         str(s["prompts"]),
-        pct(s["bridge_cpu"]),
-        pct(s["standin_cpu"]),
-        pct(s["loadgen_cpu"]),
-        pct(s["machine_busy"]),
-        fmt(s["loadgen_lag_ms_p99"], 1, " ms"),
+        *process_cells(s),
     ]
 
 
@@ -155,16 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         as_json=args.json,
         benchmark="latency",
         machine=machine,
-        settings={
-            "carrier": args.carrier,
-            "window": f"{args.seconds:g} s",
-            "repeat": args.repeat,
-            "call_seconds": args.call_seconds,
-            "tts_chunk_interval": args.tts_chunk_interval,
-            "prompt_cache_mb": args.prompt_cache_mb,
-            "loop": args.loop,
-            "ws": args.ws,
-        },
+        settings=settings_of(args, call_seconds=args.call_seconds),
         results=summaries,
         lines=lines,
         notes=notes,
