@@ -6,15 +6,17 @@ names the setting, so the CLI can print one line and exit 2.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -26,6 +28,22 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message names it and says what to fix."""
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML whose plain scalars stay text, as in the environment, and go through the same parsing.
+
+    Plain YAML would turn `WAVES_LANGUAGE: no` into False and a number key `+14155550100` into an
+    int without its plus. Only `~`/`null`/empty (unset) and `<<` keep their YAML meaning; an
+    explicit tag such as `!!int` still works.
+    """
+
+
+_KEPT_TAGS = frozenset({"tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"})
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag in _KEPT_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Settings from a YAML mapping; keys are the environment names, in any case."""
 
@@ -35,7 +53,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         if path is None:
             return
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_TextLoader)
         except OSError as exc:
             raise ConfigError(f"TELEBRIDGE_CONFIG: cannot read {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
@@ -44,7 +62,8 @@ class _YamlSource(PydanticBaseSettingsSource):
             return
         if not isinstance(loaded, dict):
             raise ConfigError(f"TELEBRIDGE_CONFIG: {path} must hold a mapping of settings")
-        self._data = {str(k).lower(): v for k, v in loaded.items()}
+        # As with env_ignore_empty: `name:` or `name: ''` is the setting left unset.
+        self._data = {str(k).lower(): v for k, v in loaded.items() if v is not None and v != ""}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -57,7 +76,13 @@ class Settings(BaseSettings):
     """Every setting of telebridge. Field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        # `NAME=` (a .env line left blank, compose's `${NAME}` of an unset variable) means unset,
+        # not an empty secret or key.
+        env_ignore_empty=True,
     )
 
     telebridge_host: str = "0.0.0.0"
@@ -66,7 +91,7 @@ class Settings(BaseSettings):
     telebridge_flow: str = "demo"
     telebridge_flows_dir: Path = Path("config/flows")
     telebridge_db: Path = Path("telebridge.db")
-    # Signs stream tokens. Unset: a random per-process secret (fine for one process).
+    # Key material for stream tokens and call variables (tokens.Keys). Unset: carrier credentials.
     telebridge_secret: SecretStr | None = None
     telebridge_token_ttl: float = Field(120.0, gt=0, le=3600)
     # Audio sent but not yet due to play never exceeds this (contract: at most 2 s).
@@ -79,8 +104,9 @@ class Settings(BaseSettings):
     telebridge_max_calls: int = Field(500, ge=1)
     # On SIGTERM: how long active calls may go on before they are ended politely.
     telebridge_drain_timeout: float = Field(30.0, ge=0)
-    # Called number -> flow name or path (issue "IVR flows"; YAML file only in practice).
-    telebridge_numbers: dict[str, str] = Field(default_factory=dict)
+    # Called number -> flow name or path (issue "IVR flows"): a YAML mapping, or JSON text in the
+    # environment, decoded by _numbers_from_json so that a malformed one names the setting.
+    telebridge_numbers: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     waves_api_key: SecretStr | None = None
     waves_url: str = DEFAULT_WAVES_URL
@@ -131,6 +157,26 @@ class Settings(BaseSettings):
         if "?" in value or "#" in value:
             raise ValueError("must be a base URL without query or fragment")
         return value
+
+    @field_validator("vonage_audio_rate", mode="before")
+    @classmethod
+    def _int_from_text(cls, value: object) -> object:
+        # A Literal of ints matches ints only, and the environment, .env and YAML give text.
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+    @field_validator("telebridge_numbers", mode="before")
+    @classmethod
+    def _numbers_from_json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(
+                'must be a JSON object of number to flow, e.g. {"+14155550100": "sales"}'
+            ) from None
 
     @field_validator("telebridge_cache_dir", mode="before")
     @classmethod

@@ -1,0 +1,237 @@
+"""Every setting arrives typed through each door a user has: the environment, `.env`, the YAML file.
+
+The names come from config/example.env, so a setting added there is covered here (the test asks for
+a value below), and one added to `Settings` but not to example.env or the README's table fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from telebridge.settings import ConfigError, Settings, load_settings
+from tests.test_cli import PREFIXES, clean_env, one_line_error, telebridge
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_ENV = REPO / "config" / "example.env"
+README = REPO / "README.md"
+
+# `NAME=value`, or `# NAME=value` for an optional setting.
+SETTING_LINE = re.compile(r"^(# )?([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+def example_names() -> list[str]:
+    lines = EXAMPLE_ENV.read_text(encoding="utf-8").splitlines()
+    return [m.group(2) for m in map(SETTING_LINE.match, lines) if m]
+
+
+# What a user writes, and the typed value it must become; none of them is the default. "no"
+# (Norwegian) and the digits-only keys are what YAML by itself would read as a bool and an int.
+VALUES: dict[str, tuple[str, object]] = {
+    "TELEBRIDGE_PUBLIC_URL": ("https://bridge.test", "https://bridge.test"),
+    "TELEBRIDGE_HOST": ("127.0.0.1", "127.0.0.1"),
+    "TELEBRIDGE_PORT": ("9091", 9091),
+    "TELEBRIDGE_FLOW": ("ivr", "ivr"),
+    "TELEBRIDGE_FLOWS_DIR": ("/srv/flows", Path("/srv/flows")),
+    "TELEBRIDGE_NUMBERS": ('{"+14155550100":"sales"}', {"+14155550100": "sales"}),
+    "TELEBRIDGE_DB": ("/var/lib/telebridge/calls.db", Path("/var/lib/telebridge/calls.db")),
+    "TELEBRIDGE_SECRET": ("0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
+    "TELEBRIDGE_TOKEN_TTL": ("60", 60.0),
+    "TELEBRIDGE_MAX_LEAD_MS": ("500", 500),
+    "TELEBRIDGE_MARK_TIMEOUT": ("2.5", 2.5),
+    "TELEBRIDGE_MAX_CALLS": ("40", 40),
+    "TELEBRIDGE_DRAIN_TIMEOUT": ("0", 0.0),
+    "TELEBRIDGE_LOG_LEVEL": ("debug", "debug"),
+    "TELEBRIDGE_LOG_FORMAT": ("json", "json"),
+    "TELEBRIDGE_CACHE_MB": ("0", 0),
+    "TELEBRIDGE_CACHE_DIR": ("/var/cache/telebridge", Path("/var/cache/telebridge")),
+    "TELEBRIDGE_CACHE_DISK_MB": ("2048", 2048),
+    "WAVES_API_KEY": ("sk_test", "sk_test"),
+    "WAVES_URL": ("ws://127.0.0.1:9000/tts", "ws://127.0.0.1:9000/tts"),
+    "WAVES_VOICE": ("arnav", "arnav"),
+    "WAVES_MODEL": ("lightning_v3.1_pro", "lightning_v3.1_pro"),
+    "WAVES_LANGUAGE": ("no", "no"),
+    "WAVES_SPEED": ("1.25", 1.25),
+    "WAVES_FIRST_CHUNK_TIMEOUT": ("2", 2.0),
+    "WAVES_MAX_IN_FLIGHT": ("8", 8),
+    "WAVES_QUEUE_TIMEOUT": ("0.5", 0.5),
+    "PLIVO_AUTH_ID": ("MAZTHKYJEXAMPLE12345", "MAZTHKYJEXAMPLE12345"),
+    "PLIVO_AUTH_TOKEN": ("0123456789", "0123456789"),
+    "PLIVO_API_URL": ("http://127.0.0.1:9001", "http://127.0.0.1:9001"),
+    "VONAGE_APPLICATION_ID": (
+        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+    ),
+    "VONAGE_PRIVATE_KEY": ("/run/secrets/vonage.key", "/run/secrets/vonage.key"),
+    "VONAGE_SIGNATURE_SECRET": ("sig-secret", "sig-secret"),
+    "VONAGE_ALLOW_UNSIGNED": ("true", True),
+    "VONAGE_SIGNATURE_MAX_AGE": ("60", 60.0),
+    "VONAGE_AUDIO_RATE": ("8000", 8000),
+    "VONAGE_API_HOST": ("api-eu.vonage.com", "api-eu.vonage.com"),
+    "VONAGE_API_KEY": ("12345678", "12345678"),
+    "VONAGE_API_SECRET": ("s3cr3t", "s3cr3t"),
+}
+
+# How a user writes a setting in YAML when it is not a plain scalar.
+YAML_FORMS = {"TELEBRIDGE_NUMBERS": "telebridge_numbers:\n  +14155550100: sales\n"}
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No setting from the developer's shell, and a working folder without a `.env`."""
+    for name in list(os.environ):
+        if name.upper().startswith(PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+def typed(settings: Settings, name: str) -> object:
+    value = getattr(settings, name.lower())
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def assert_every_value_arrived(settings: Settings) -> None:
+    for name in example_names():
+        _, expected = VALUES[name]
+        value = typed(settings, name)
+        assert (value, type(value)) == (expected, type(expected)), name
+
+
+def as_dotenv(values: dict[str, str]) -> str:
+    """example.env as a user fills it in: each setting's line uncommented and given a value."""
+    out = []
+    for line in EXAMPLE_ENV.read_text(encoding="utf-8").splitlines():
+        m = SETTING_LINE.match(line)
+        out.append(f"{m.group(2)}={values[m.group(2)]}" if m else line)
+    return "\n".join(out) + "\n"
+
+
+def as_yaml(values: dict[str, str], forms: dict[str, str] | None = None) -> str:
+    forms = forms or {}
+    return "".join(forms.get(n, f"{n.lower()}: {v}\n") for n, v in values.items())
+
+
+def load_yaml(path: Path, door: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    if door == "--config":
+        return load_settings(path)
+    monkeypatch.setenv("TELEBRIDGE_CONFIG", str(path))
+    return load_settings()
+
+
+# --- the documentation lists every setting -------------------------------------------------------
+
+
+def test_example_env_lists_every_setting_once() -> None:
+    names = example_names()
+    assert len(names) == len(set(names)), names
+    assert set(names) == {field.upper() for field in Settings.model_fields}
+
+
+def test_the_readme_table_lists_the_same_settings() -> None:
+    section = README.read_text(encoding="utf-8").split("\n## Configuration\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
+    assert documented == set(example_names())
+
+
+def test_every_setting_has_a_test_value_that_is_not_its_default() -> None:
+    assert set(VALUES) == set(example_names()), "give each setting of example.env a value here"
+    defaults = Settings.model_construct()
+    for name, (_, expected) in VALUES.items():
+        assert typed(defaults, name) != expected, f"{name}: pick a value that is not the default"
+
+
+# --- each door gives the same typed values -------------------------------------------------------
+
+
+def test_every_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in example_names():
+        monkeypatch.setenv(name, VALUES[name][0])
+    assert_every_value_arrived(load_settings())
+
+
+def test_every_setting_from_a_dotenv_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(as_dotenv({n: v for n, (v, _) in VALUES.items()}))
+    assert_every_value_arrived(load_settings())
+
+
+@pytest.mark.parametrize("door", ["--config", "TELEBRIDGE_CONFIG"])
+def test_every_setting_from_the_yaml_file(
+    door: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "telebridge.yaml"
+    path.write_text(as_yaml({n: VALUES[n][0] for n in example_names()}, YAML_FORMS))
+    assert_every_value_arrived(load_yaml(path, door, monkeypatch))
+
+
+def test_yaml_quoted_text_is_the_same_as_plain(tmp_path: Path) -> None:
+    path = tmp_path / "telebridge.yaml"
+    path.write_text("vonage_audio_rate: '8000'\ntelebridge_port: \"9091\"\n")
+    settings = load_settings(path)
+    assert (settings.vonage_audio_rate, settings.telebridge_port) == (8000, 9091)
+
+
+# --- an empty value is an unset one --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["environment", ".env", "YAML empty", "YAML null"])
+def test_an_empty_value_is_the_default(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defaults = load_settings()
+    names = example_names()
+    config = None
+    if source == "environment":
+        for name in names:
+            monkeypatch.setenv(name, "")
+    elif source == ".env":
+        (tmp_path / ".env").write_text(as_dotenv(dict.fromkeys(names, "")))
+    else:
+        config = tmp_path / "telebridge.yaml"
+        config.write_text(as_yaml(dict.fromkeys(names, "''" if source == "YAML empty" else "")))
+    assert load_settings(config) == defaults
+
+
+# --- bad values are named ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("VONAGE_AUDIO_RATE", "8k"),
+        ("VONAGE_AUDIO_RATE", "44100"),
+        ("TELEBRIDGE_NUMBERS", "+14155550100=sales"),
+        ("TELEBRIDGE_NUMBERS", '["+14155550100"]'),
+        ("TELEBRIDGE_NUMBERS", '{"+14155550100": 7}'),
+    ],
+)
+def test_a_bad_value_from_the_environment_names_the_setting(
+    name: str, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, text)
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        load_settings()
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def test_the_cli_takes_the_audio_rate_from_the_environment(tmp_path: Path) -> None:
+    # `calls` is the cheapest command that loads every setting; it used to exit 2 here.
+    env = clean_env(VONAGE_AUDIO_RATE="8000", TELEBRIDGE_DB=str(tmp_path / "calls.db"))
+    result = telebridge("calls", cwd=tmp_path, env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "no calls recorded\n"
+
+
+def test_the_cli_names_a_malformed_numbers_map_in_one_line(tmp_path: Path) -> None:
+    env = clean_env(TELEBRIDGE_NUMBERS="+14155550100=sales", TELEBRIDGE_DB=str(tmp_path / "c.db"))
+    line = one_line_error(telebridge("calls", cwd=tmp_path, env=env))
+    assert line.startswith("telebridge: TELEBRIDGE_NUMBERS: ")
