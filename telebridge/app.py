@@ -1,6 +1,6 @@
 """The running bridge: shared state, the starlette app, and the stream endpoint every carrier uses.
 
-`Bridge` holds what calls share (settings, flows, the Waves client, the token secret, the set of
+`Bridge` holds what calls share (settings, flows, the Waves client, the signing keys, the set of
 live calls). `create_app` builds the ASGI app with each enabled carrier's routes. A carrier's
 stream route hands its WebSocket to `Bridge.serve_stream` with its own protocol and call control.
 """
@@ -37,11 +37,14 @@ from telebridge.metrics import Metrics
 from telebridge.session import STOP_SPEECH_WAIT, CallObserver, CallSession, TransportClosed
 from telebridge.settings import ConfigError, Settings
 from telebridge.tokens import (
+    CALL_VARS,
+    STREAM_TOKEN,
+    Keys,
     StreamGrant,
     TokenError,
     mint_stream_token,
+    read_call_variables,
     read_stream_token,
-    verify_claims,
 )
 from telebridge.tts.cache import PromptCache
 from telebridge.tts.cache_folder import open_folder
@@ -136,7 +139,7 @@ class Bridge:
 
     settings: Settings
     flows: FlowLibrary
-    secret: bytes
+    keys: Keys
     tts: Synthesizer | None = None
     observers: list[CallObserver] = field(default_factory=list)
     calls: dict[str, CallSession] = field(default_factory=dict)
@@ -154,10 +157,7 @@ class Bridge:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bridge:
-        if settings.telebridge_secret is not None:
-            secret = settings.telebridge_secret.get_secret_value().encode()
-        else:
-            secret = secrets.token_bytes(32)
+        keys = Keys.from_settings(settings)
         flows = FlowLibrary(
             settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
         )
@@ -170,13 +170,13 @@ class Bridge:
                     f"TELEBRIDGE_CACHE_DIR: cannot use {settings.telebridge_cache_dir} for the "
                     f"prompt cache: {exc.strerror or exc}"
                 ) from None
-        return cls(settings=settings, flows=flows, secret=secret)
+        return cls(settings=settings, flows=flows, keys=keys)
 
     # --- tokens -----------------------------------------------------------------------
 
     def stream_url(self, path: str, grant: StreamGrant) -> str:
         ttl = self.settings.telebridge_token_ttl
-        token = mint_stream_token(self.secret, grant, ttl)
+        token = mint_stream_token(self.keys.key(STREAM_TOKEN, grant.carrier), grant, ttl)
         self.pending[grant.call_id] = time.monotonic() + ttl
         return f"{self.settings.public_ws_url(path)}?token={token}"
 
@@ -305,7 +305,9 @@ class Bridge:
         """Authorise, start and run one call's stream; returns when the call is over."""
         try:
             grant = read_stream_token(
-                self.secret, ws.query_params.get("token", ""), carrier=carrier
+                self.keys.key(STREAM_TOKEN, carrier),
+                ws.query_params.get("token", ""),
+                carrier=carrier,
             )
         except TokenError as exc:
             logger.warning("%s stream refused: %s", carrier, exc)
@@ -372,15 +374,35 @@ class Bridge:
                     recorder.note("hangup", reason=session.hangup_reason)
                 recorder.finish(outcome)
 
-    def signed_variables(self, token: str | None, call_id: str) -> dict[str, str]:
-        """Call variables from a `vars` query parameter; forged or broken ones are dropped."""
+    def answer_variables(
+        self, carrier: str, token: str | None, call_id: str
+    ) -> dict[str, str] | None:
+        """The variables a `vars` query parameter gives the call's flow; None: refuse the call.
+
+        A call whose variables do not verify (forged, for another bridge, expired) must not run
+        its flow with them missing: its callee would hear a half-filled script.
+        """
         if not token:
             return {}
         try:
-            claims = verify_claims(self.secret, token)
-            return {str(k): str(v) for k, v in dict(claims.get("v", {})).items()}
-        except (TokenError, TypeError, ValueError):
-            logger.warning("call %s: ignoring call variables with a bad signature", call_id)
+            return read_call_variables(self.keys.key(CALL_VARS, carrier), token)
+        except TokenError as exc:
+            logger.warning("%s call %s: refused: bad call variables (%s)", carrier, call_id, exc)
+            return None
+
+    def traced_variables(self, carrier: str, token: str | None, call_id: str) -> dict[str, str]:
+        """The variables a status callback carries, to trace the call; bad ones are dropped.
+
+        The callback itself is always taken: the carrier's word that a call ended must not be
+        lost. A call that streamed has its variables in the call log already, so those that
+        expired during a long call are no loss.
+        """
+        if not token:
+            return {}
+        try:
+            return read_call_variables(self.keys.key(CALL_VARS, carrier), token)
+        except TokenError as exc:
+            logger.warning("%s call %s: ignoring bad call variables (%s)", carrier, call_id, exc)
             return {}
 
     def record_hangup(

@@ -508,7 +508,8 @@ class CampaignRunner:
                     "the call log never recorded its end"
                     if watch.seen
                     else "no word of the call in the call log: is `telebridge serve` running "
-                    "with the same TELEBRIDGE_DB and TELEBRIDGE_SECRET?"
+                    "with the same settings (TELEBRIDGE_DB, the carrier credentials, "
+                    "TELEBRIDGE_SECRET)?"
                 )
                 self._done(watch, Verdict(UNKNOWN, detail=detail))
 

@@ -62,16 +62,29 @@ def check_public_url(settings: Settings) -> Check:
 
 
 def check_secret(settings: Settings) -> Check:
-    name = "token secret"
-    if settings.telebridge_secret is None:
+    from telebridge.tokens import CREDENTIALS, Keys
+
+    name = "signing keys"
+    keys = Keys.from_settings(settings)
+    if keys.source("plivo") == "TELEBRIDGE_SECRET":
+        assert settings.telebridge_secret is not None
+        if len(settings.telebridge_secret.get_secret_value()) < MIN_SECRET_CHARS:
+            return _fix(name, f"TELEBRIDGE_SECRET is shorter than {MIN_SECRET_CHARS} characters")
+        return _fine(name, "from TELEBRIDGE_SECRET")
+    if settings.vonage_enabled and keys.source("vonage") is None:
         return _fix(
             name,
-            "TELEBRIDGE_SECRET is not set: outbound calls and campaigns need it, and without it "
-            "stream tokens do not survive a restart",
+            "TELEBRIDGE_SECRET is not set and neither is VONAGE_SIGNATURE_SECRET nor "
+            "VONAGE_PRIVATE_KEY: each process signs Vonage tokens with a key of its own",
         )
-    if len(settings.telebridge_secret.get_secret_value()) < MIN_SECRET_CHARS:
-        return _fix(name, f"TELEBRIDGE_SECRET is shorter than {MIN_SECRET_CHARS} characters")
-    return _fine(name, "TELEBRIDGE_SECRET is set")
+    derived = [f"{c} from {keys.source(c)}" for c in CREDENTIALS if keys.source(c)]
+    if not derived:
+        return _fix(
+            name,
+            "TELEBRIDGE_SECRET is not set and no carrier credential is: each process signs with "
+            "a key of its own, and outbound calls cannot be placed",
+        )
+    return _fine(name, f"TELEBRIDGE_SECRET is not set: derived, {', '.join(derived)}")
 
 
 def check_flows(settings: Settings) -> Check:

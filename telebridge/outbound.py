@@ -1,10 +1,11 @@
 """Placing one outbound call: numbers checked, variables signed, the bridge's webhook URLs built.
 
-A call's variables travel on its answer URL as `vars=<signed>` (`tokens.sign_claims` with
-`TELEBRIDGE_SECRET`), which the serving bridge verifies before the flow sees them, so they reach
-the flow and cannot be forged. The same signed value rides on the carrier's status URL (Plivo's
-`/plivo/hangup`, Vonage's `/vonage/event`), so a call that ends before it ever streamed can still
-be traced to the campaign attempt that placed it.
+A call's variables travel on its answer URL as `vars=<signed>` (`tokens.sign_call_variables`,
+with the key a bridge with the same settings derives too), which the serving bridge verifies
+before the flow sees them, so they reach the flow and cannot be forged; they expire
+`VARS_TTL_S` after the call is placed. The same signed value rides on the carrier's status URL
+(Plivo's `/plivo/hangup`, Vonage's `/vonage/event`), so a call that ends before it ever streamed
+can still be traced to the campaign attempt that placed it.
 
 Both carrier SDKs are synchronous: `CallPlacer.place` blocks, so async code runs it in a worker
 thread. Each thread gets its own SDK client, because neither SDK's session is safe to share.
@@ -24,7 +25,7 @@ import requests
 
 from telebridge.calllog import NO_STREAM, CallLog, CallRecord
 from telebridge.settings import ConfigError, Settings
-from telebridge.tokens import sign_claims
+from telebridge.tokens import CALL_VARS, sign_call_variables, signing_key
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ RESERVED_VARS = frozenset({"caller", "callee", "call_id", "carrier", "direction"
 # Carriers take long answer URLs, but not unbounded ones; the bridge reads at most 8 KB of token.
 MAX_URL_CHARS = 4096
 SDK_TIMEOUT_S = 10
+# A placed call is answered within minutes (ring timeouts, carrier queues); after this its answer
+# URL is refused, so a captured one cannot start the flow again later.
+VARS_TTL_S = 3600.0
 
 _E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
 _SEPARATORS = str.maketrans("", "", " -().\u00a0")
@@ -129,16 +133,6 @@ def check_flow(settings: Settings, name: str | None) -> None:
         ) from None
 
 
-def outbound_secret(settings: Settings) -> bytes:
-    """The secret the serving bridge verifies call variables with."""
-    if settings.telebridge_secret is None:
-        raise ConfigError(
-            "TELEBRIDGE_SECRET is not set: outbound calls carry signed variables that the "
-            "serving bridge must verify; give it and `telebridge serve` the same secret"
-        )
-    return settings.telebridge_secret.get_secret_value().encode()
-
-
 # --- the URLs the carrier calls back ---------------------------------------------------------
 
 
@@ -149,10 +143,11 @@ class CallbackUrls:
 
 
 def callback_urls(
-    settings: Settings, secret: bytes, carrier: str, flow: str | None, variables: dict[str, str]
+    settings: Settings, key: bytes, carrier: str, flow: str | None, variables: dict[str, str]
 ) -> CallbackUrls:
+    """The URLs of a call placed now (its variables expire VARS_TTL_S from now)."""
     base = settings.require_public_url()
-    token = sign_claims(secret, {"v": variables})  # base64url and ".": safe in a query as is
+    token = sign_call_variables(key, variables, VARS_TTL_S)  # base64url and ".": safe in a query
     query = (f"flow={quote(flow, safe='')}&" if flow else "") + f"vars={token}"
     if carrier == "plivo":
         urls = CallbackUrls(f"{base}/plivo/answer?{query}", f"{base}/plivo/hangup?vars={token}")
@@ -377,13 +372,14 @@ class Dialer:
         self.carrier = carrier
         self.from_ = normalize_number(from_, "--from")
         self.flow = flow
-        self._secret = outbound_secret(settings)
         settings.require_public_url()
         check_flow(settings, flow)
         self.placer = placer if placer is not None else placer_for(settings, carrier)
+        # After the placer: a missing credential is named by what needs it first.
+        self._key = signing_key(settings, CALL_VARS, carrier)
 
     def urls(self, variables: dict[str, str]) -> CallbackUrls:
-        return callback_urls(self.settings, self._secret, self.carrier, self.flow, variables)
+        return callback_urls(self.settings, self._key, self.carrier, self.flow, variables)
 
     def call(self, to: str, variables: dict[str, str] | None = None) -> PlacedCall:
         """Place one call (blocks). `variables` must already be checked; "direction" is added."""

@@ -29,7 +29,9 @@ from telebridge.campaign import (
     state_path_for,
 )
 from telebridge.outbound import Dialer
+from telebridge.settings import load_settings
 from telebridge.simulator.fake_plivo_api import FakePlivoApi, RecordedRequest
+from telebridge.tokens import Keys
 from tests.test_outbound import (
     FROM,
     clean_env,
@@ -64,14 +66,15 @@ class PlayedBridge:
     creates: list[tuple[float, str, str]] = field(default_factory=list)  # (at, to, attempt)
     live: int = 0
     max_live: int = 0
+    keys: Keys | None = None  # the serving bridge's; None: those of TELEBRIDGE_SECRET=SECRET
 
     def created(self, to: str) -> int:
         return sum(1 for _, n, _ in self.creates if n == to)
 
     async def on_create(self, request: RecordedRequest, request_uuid: str) -> None:
         to = "+" + request.body["to"]
-        variables = signed_vars(request.body["answer_url"])
-        assert signed_vars(request.body["hangup_url"]) == variables
+        variables = signed_vars(request.body["answer_url"], self.keys)
+        assert signed_vars(request.body["hangup_url"], self.keys) == variables
         self.creates.append((request.at, to, variables["attempt"]))
         fates = self.script.get(to, [])
         n = self.created(to)
@@ -364,6 +367,26 @@ async def test_a_killed_campaign_resumes_without_calling_anyone_twice(
     assert len(unknown) <= 2
     assert all(r["outcome"] == "answered" for r in table if r not in unknown)
     assert sum(counts) + len(unknown) == 8
+
+
+async def test_a_campaign_needs_nothing_beyond_the_serve_settings(
+    bridge: tuple[PlayedBridge, str],
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    played, url = bridge
+    played.duration = 0.01
+    cli_env(monkeypatch, tmp_path, url)
+    monkeypatch.delenv("TELEBRIDGE_SECRET")
+    played.keys = Keys.from_settings(load_settings(None))  # what `telebridge serve` derives
+    list_path = write_list(tmp_path / "list.csv", people(2))
+    argv = ["campaign", "run", str(list_path), "--carrier", "plivo", "--from", FROM,
+            "--poll", "0.05"]  # fmt: skip
+    code, out, err = await asyncio.to_thread(run_cli, argv)
+    assert code == 0, err
+    assert out.startswith("campaign done: 2 answered")
+    assert len(played.creates) == 2  # the bridge's key verified both calls' variables
 
 
 async def test_the_campaign_command_reports_and_refuses_in_one_line(

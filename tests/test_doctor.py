@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.doctor import Check, check_public_url, diagnose, format_table
+from telebridge.doctor import Check, check_public_url, check_secret, diagnose, format_table
 from telebridge.settings import load_settings
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
 from telebridge.tts.standin import StandinServer
@@ -88,6 +88,8 @@ async def test_all_fine_exits_0(healthy: FakePlivoApi, standin: StandinServer) -
     assert [r.path for r in healthy.requests] == [f"/v1/Account/{AUTH_ID}/"]
     assert "Vonage is off" in table["Vonage"][1]
     assert table["flows"][1] == "1 flow(s), default hello"
+    assert table["signing keys"] == ("fine", "from TELEBRIDGE_SECRET")
+    assert SECRET not in out and AUTH_TOKEN not in out
 
 
 async def test_rejected_keys_and_a_bad_url_are_to_fix(
@@ -103,7 +105,11 @@ async def test_rejected_keys_and_a_bad_url_are_to_fix(
     assert table["speech"] == ("to fix", "WAVES_API_KEY: rejected by Waves")
     assert table["Plivo"] == ("to fix", "PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN: rejected by Plivo")
     assert table["public URL"][0] == "to fix" and "not reachable" in table["public URL"][1]
-    assert table["token secret"][0] == "to fix"
+    # Without TELEBRIDGE_SECRET the keys are derived: nothing to fix, nothing to invent.
+    assert table["signing keys"] == (
+        "fine",
+        "TELEBRIDGE_SECRET is not set: derived, plivo from PLIVO_AUTH_TOKEN",
+    )
     assert table["flows"][0] == "fine"
     assert "sk_wrong" not in out and "wrong" not in table["Plivo"][1].replace("rejected", "")
 
@@ -179,3 +185,27 @@ def test_no_carrier_at_all_is_to_fix(tmp_path: Path) -> None:
     checks = [c for c in diagnose(load) if c.name != "speech"]  # type: ignore[arg-type]
     assert Check("carriers", False, "neither Plivo nor Vonage is configured") in checks
     assert "to fix" in format_table(checks)
+
+
+def test_signing_keys_need_a_secret_or_a_credential_every_process_has() -> None:
+    def check(**values: object) -> Check:
+        base: dict[str, object] = {
+            "plivo_auth_id": None,
+            "plivo_auth_token": None,
+            "vonage_signature_secret": None,
+            "telebridge_secret": None,
+        }
+        return check_secret(load_settings(None, **{**base, **values}))
+
+    nothing = check()
+    assert not nothing.ok and nothing.detail.startswith("TELEBRIDGE_SECRET is not set and no")
+    assert check(telebridge_secret="short") == Check(
+        "signing keys", False, "TELEBRIDGE_SECRET is shorter than 16 characters"
+    )
+    # Vonage taking unsigned webhooks, without its private key: nothing shared to derive from.
+    unsigned = check(vonage_allow_unsigned=True, plivo_auth_id=AUTH_ID, plivo_auth_token=AUTH_TOKEN)
+    assert not unsigned.ok and "VONAGE_SIGNATURE_SECRET nor VONAGE_PRIVATE_KEY" in unsigned.detail
+    both = check(plivo_auth_id=AUTH_ID, plivo_auth_token=AUTH_TOKEN,
+                 vonage_signature_secret="vonage-signature-secret-of-40-characters")  # fmt: skip
+    assert both == Check("signing keys", True, "TELEBRIDGE_SECRET is not set: derived, plivo from "
+                         "PLIVO_AUTH_TOKEN, vonage from VONAGE_SIGNATURE_SECRET")  # fmt: skip

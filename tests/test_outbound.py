@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 
 from telebridge import cli, cli_ops
 from telebridge.calllog import CallLog
@@ -36,7 +38,7 @@ from telebridge.simulator.bridge import SIM_PLIVO_AUTH_TOKEN, LocalBridge
 from telebridge.simulator.fake_plivo_api import FakePlivoApi, RecordedRequest
 from telebridge.simulator.plivo import signed_headers
 from telebridge.simulator.serving import ServedApp, bind_loopback
-from telebridge.tokens import TokenError, verify_claims
+from telebridge.tokens import CALL_VARS, Keys, TokenError, read_call_variables, sign_call_variables
 from telebridge.tts.standin import StandinServer
 from telebridge.tts.waves import WavesClient
 from tests.e2e.conftest import mulaw_of
@@ -117,11 +119,13 @@ def vonage_settings(api: VonageApiFake, key: str, tmp_path: Path, **overrides: A
     return load_settings(None, **values)
 
 
-def signed_vars(url: str) -> dict[str, str]:
-    """The variables a callback URL carries, checked with the bridge's secret."""
-    token = parse_qs(urlsplit(url).query)["vars"][0]
-    claims = verify_claims(SECRET.encode(), token)
-    return dict(claims["v"])
+def signed_vars(url: str, keys: Keys | None = None) -> dict[str, str]:
+    """The variables a callback URL carries, checked as a bridge with `keys` (or SECRET) does."""
+    parts = urlsplit(url)
+    carrier = parts.path.split("/")[1]
+    token = parse_qs(parts.query)["vars"][0]
+    keys = keys or Keys(SECRET.encode())
+    return read_call_variables(keys.key(CALL_VARS, carrier), token)
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -219,10 +223,24 @@ def test_hangup_causes_map_to_outcomes(carrier: str, cause: str, outcome: str) -
 # --- settings an outbound call needs --------------------------------------------------------
 
 
-def test_outbound_calls_need_the_shared_secret(tmp_path: Path) -> None:
-    settings = plivo_settings("http://127.0.0.1:9", tmp_path, telebridge_secret=None)
-    with pytest.raises(ConfigError, match=r"^TELEBRIDGE_SECRET is not set"):
-        Dialer(settings, "plivo", FROM)
+class NoPlacer:
+    carrier = "plivo"
+
+    def place(self, *, to: str, from_: str, urls: Any) -> str:
+        raise AssertionError("no call may be placed")
+
+
+def test_outbound_calls_need_the_shared_secret_or_carrier_credentials(tmp_path: Path) -> None:
+    no_secret = plivo_settings("http://127.0.0.1:9", tmp_path, telebridge_secret=None)
+    Dialer(no_secret, "plivo", FROM)  # derives its key from PLIVO_AUTH_TOKEN
+    nothing = plivo_settings("http://127.0.0.1:9", tmp_path, telebridge_secret=None,
+                             plivo_auth_id=None, plivo_auth_token=None)  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        Dialer(nothing, "plivo", FROM, placer=NoPlacer())
+    assert str(refused.value).startswith(
+        "TELEBRIDGE_SECRET is not set and neither is PLIVO_AUTH_TOKEN: "
+    )
+    assert "\n" not in str(refused.value)
 
 
 def test_outbound_calls_need_a_public_url_and_credentials(tmp_path: Path) -> None:
@@ -281,10 +299,28 @@ async def test_forged_variables_fail_the_check(
     token = parse_qs(urlsplit(fake.calls_to("/Call/")[0].body["answer_url"]).query)["vars"][0]
     body, mac = token.split(".")
     forged = body.replace(body[4], "A" if body[4] != "A" else "B", 1) + "." + mac
+    key = Keys(SECRET.encode()).key(CALL_VARS, "plivo")
+    assert read_call_variables(key, token)["amount"] == "10"
     with pytest.raises(TokenError):
-        verify_claims(SECRET.encode(), forged)
+        read_call_variables(key, forged)
     with pytest.raises(TokenError):
-        verify_claims(b"another-secret", token)
+        read_call_variables(Keys(b"another-secret").key(CALL_VARS, "plivo"), token)
+    with pytest.raises(TokenError):
+        read_call_variables(Keys(SECRET.encode()).key(CALL_VARS, "vonage"), token)
+
+
+async def test_variables_expire_an_hour_after_the_call_is_placed(
+    plivo_api: tuple[FakePlivoApi, str], tmp_path: Path
+) -> None:
+    fake, url = plivo_api
+    dialer = Dialer(plivo_settings(url, tmp_path), "plivo", FROM)
+    placed_at = time.time()
+    await asyncio.to_thread(dialer.call, TO, {"amount": "10"})
+    token = parse_qs(urlsplit(fake.calls_to("/Call/")[0].body["answer_url"]).query)["vars"][0]
+    key = Keys(SECRET.encode()).key(CALL_VARS, "plivo")
+    assert read_call_variables(key, token, now=placed_at + 3590)["amount"] == "10"
+    with pytest.raises(TokenError, match="expired"):
+        read_call_variables(key, token, now=placed_at + 3610)
 
 
 async def test_the_flow_name_is_on_the_answer_url(
@@ -458,10 +494,10 @@ async def test_the_call_command_refuses_mistakes_in_one_line(
         code, _, err = await asyncio.to_thread(run_cli, argv)
         assert code == 2
         assert expected in err and len(err.strip().splitlines()) == 1, err
-    monkeypatch.delenv("TELEBRIDGE_SECRET")
+    monkeypatch.delenv("TELEBRIDGE_PUBLIC_URL")
     code, _, err = await asyncio.to_thread(run_cli, [*base, "--to", TO])
-    assert code == 2 and err.startswith("telebridge: TELEBRIDGE_SECRET is not set")
-    monkeypatch.setenv("TELEBRIDGE_SECRET", SECRET)
+    assert code == 2 and err.startswith("telebridge: TELEBRIDGE_PUBLIC_URL is not set")
+    monkeypatch.setenv("TELEBRIDGE_PUBLIC_URL", PUBLIC)
     monkeypatch.setenv("PLIVO_AUTH_TOKEN", "wrong")
     code, _, err = await asyncio.to_thread(run_cli, [*base, "--to", TO])
     assert code == 2 and "PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN" in err
@@ -485,7 +521,7 @@ REMIND = (
 
 
 @contextlib.asynccontextmanager
-async def outbound_bridge(tmp_path: Path) -> AsyncIterator[LocalBridge]:
+async def outbound_bridge(tmp_path: Path, **overrides: Any) -> AsyncIterator[LocalBridge]:
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "remind.yaml").write_text(REMIND)
@@ -496,6 +532,7 @@ async def outbound_bridge(tmp_path: Path) -> AsyncIterator[LocalBridge]:
         "telebridge_db": tmp_path / "calls.db",
         "telebridge_secret": SECRET,
         "telebridge_mark_timeout": 2.0,
+        **overrides,
     }
     async with (
         StandinServer() as standin,
@@ -505,7 +542,9 @@ async def outbound_bridge(tmp_path: Path) -> AsyncIterator[LocalBridge]:
         yield local
 
 
-async def test_the_bridge_answers_an_outbound_call_with_its_variables(tmp_path: Path) -> None:
+async def test_the_bridge_answers_an_outbound_call_with_its_variables(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with outbound_bridge(tmp_path) as local:
         dialer = Dialer(local.settings, "plivo", FROM, flow="remind")
         variables = {"name": "Ada", "time": "nine", "attempt": "e2e-1"}
@@ -519,10 +558,20 @@ async def test_the_bridge_answers_an_outbound_call_with_its_variables(tmp_path: 
         assert not result.violations
         assert result.heard == mulaw_of("Hello Ada, see you at nine.")
 
-        # Forged variables never reach the flow: the bridge ignores them.
-        forged = answer.query.replace("vars=", "vars=x")
-        result = await local.run(local.plivo_call(answer_query=forged))
-        assert result.heard == mulaw_of("Hello , see you at .")
+        # Forged or expired variables never start the flow: nobody hears a half-filled script.
+        assert local.bridge is not None
+        key = local.bridge.keys.key(CALL_VARS, "plivo")
+        expired = sign_call_variables(key, {"name": "Ada", "time": "nine"}, ttl=-1)
+        for query in (answer.query.replace("vars=", "vars=x"), f"flow=remind&vars={expired}"):
+            call = local.plivo_call(answer_query=query)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="telebridge"):
+                result = await local.run(call)
+            assert (result.answer_status, result.ended_by) == (403, "refused"), query
+            (line,) = [r.getMessage() for r in caplog.records]
+            assert result.call_id in line and "call variables" in line
+            assert result.heard == b""
+            assert local.bridge.pending == {}  # no stream was granted
 
         assert local.bridge is not None and local.bridge.calllog is not None
         log = local.bridge.calllog
@@ -530,6 +579,38 @@ async def test_the_bridge_answers_an_outbound_call_with_its_variables(tmp_path: 
         assert record is not None and record.direction == "outbound"
         verdict = verdict_of(record)
         assert verdict is not None and verdict.outcome == "answered"
+
+
+def serve_env(settings: Settings) -> dict[str, str]:
+    """The settings beyond the defaults, as the environment `telebridge serve` runs with."""
+    env = {}
+    for name, value in settings.model_dump(exclude_defaults=True).items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[name.upper()] = json.dumps(value) if isinstance(value, dict) else str(value)
+    return env
+
+
+async def test_the_call_command_needs_nothing_beyond_the_serve_settings(
+    tmp_path: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with outbound_bridge(tmp_path, telebridge_secret=None) as local:
+        env = serve_env(local.settings)
+        assert "TELEBRIDGE_SECRET" not in env and "PLIVO_AUTH_TOKEN" in env
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        argv = ["call", "--carrier", "plivo", "--to", TO, "--from", FROM, "--flow", "remind",
+                "--var", "name=Ada", "--var", "time=nine"]  # fmt: skip
+        code, out, err = await asyncio.to_thread(run_cli, argv)
+        assert code == 0, err
+        assert "request_uuid" in out
+
+        # The bridge with those settings verifies the variables the command signed.
+        (create,) = local.plivo_api.calls_to("/Call/")
+        answer = urlsplit(create.body["answer_url"])
+        result = await local.run(local.plivo_call(answer_query=answer.query))
+        assert not result.violations
+        assert result.heard == mulaw_of("Hello Ada, see you at nine.")
 
 
 async def test_an_unanswered_outbound_call_is_traced_by_its_hangup_url(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from telebridge.carriers import plivo
 from telebridge.carriers.plivo_rest import PlivoRest
 from telebridge.events import Started
 from telebridge.flows.library import UnknownFlow
-from telebridge.tokens import StreamGrant, TokenError, sign_claims, verify_claims
+from telebridge.tokens import PLIVO_TRANSFER, StreamGrant, TokenError, sign_claims, verify_claims
 
 if TYPE_CHECKING:
     from telebridge.app import Bridge
@@ -50,14 +50,14 @@ class PlivoCallControl:
 
     async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
         claims = {"to": to, "id": self._uuid, "t": int(timeout), "exp": time.time() + TRANSFER_TTL}
-        token = sign_claims(self._bridge.secret, claims)
+        token = sign_claims(self._bridge.keys.key(PLIVO_TRANSFER, "plivo"), claims)
         await self._rest.transfer(self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}"))
         return True
 
     async def end_with_message(self, text: str) -> bool:
         """Speak `text` with Plivo's own TTS and hang up (the A leg moves to `<Speak>` XML)."""
         claims = {"say": text, "id": self._uuid, "exp": time.time() + TRANSFER_TTL}
-        token = sign_claims(self._bridge.secret, claims)
+        token = sign_claims(self._bridge.keys.key(PLIVO_TRANSFER, "plivo"), claims)
         try:
             await self._rest.transfer(
                 self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}")
@@ -134,10 +134,12 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             return Response(plivo.empty_xml(), media_type=XML)
         if not call_uuid:
             return PlainTextResponse("CallUUID missing", status_code=400)
+        variables = bridge.answer_variables("plivo", request.query_params.get("vars"), call_uuid)
+        if variables is None:
+            return PlainTextResponse("bad call variables", status_code=403)
         if bridge.busy("plivo"):
             return Response(plivo.refusal_xml(BUSY_TEXT, "busy"), media_type=XML)
         caller, callee = params.get("From", ""), params.get("To", "")
-        variables = bridge.signed_variables(request.query_params.get("vars"), call_uuid)
         try:
             flow = bridge.choose_flow(request.query_params.get("flow"), callee)
         except UnknownFlow as exc:
@@ -176,8 +178,8 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             float(duration) if duration.isdigit() else None,
             from_number=params.get("From", ""),
             to_number=params.get("To", ""),
-            variables=bridge.signed_variables(
-                request.query_params.get("vars"), params.get("CallUUID", "")
+            variables=bridge.traced_variables(
+                "plivo", request.query_params.get("vars"), params.get("CallUUID", "")
             ),
         )
         return PlainTextResponse("ok")
@@ -188,7 +190,8 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
 
     async def transfer(request: Request, params: dict[str, str]) -> Response:
         try:
-            claims = verify_claims(bridge.secret, request.query_params.get("t", ""))
+            key = bridge.keys.key(PLIVO_TRANSFER, "plivo")
+            claims = verify_claims(key, request.query_params.get("t", ""))
             if float(claims.get("exp", 0)) < time.time():
                 raise TokenError("expired")
         except (TokenError, TypeError, ValueError):

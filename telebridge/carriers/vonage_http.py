@@ -180,11 +180,13 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         call_uuid = _text(params.get("uuid"))
         if not call_uuid:
             return PlainTextResponse("uuid missing", status_code=400)
+        variables = bridge.answer_variables("vonage", request.query_params.get("vars"), call_uuid)
+        if variables is None:
+            return PlainTextResponse("bad call variables", status_code=403)
         if bridge.busy("vonage"):
             return JSONResponse(vonage.talk_ncco(BUSY_TEXT))
         caller, callee = _text(params.get("from")), _text(params.get("to"))
         remember_region(call_uuid, _text(params.get("region_url")))
-        variables = bridge.signed_variables(request.query_params.get("vars"), call_uuid)
         try:
             flow = bridge.choose_flow(request.query_params.get("flow"), callee)
         except UnknownFlow as exc:
@@ -234,7 +236,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
                 float(duration) if duration.isdigit() else None,
                 from_number=_text(data.get("from")),
                 to_number=_text(data.get("to")),
-                variables=bridge.signed_variables(request.query_params.get("vars"), call_uuid),
+                variables=bridge.traced_variables(
+                    "vonage", request.query_params.get("vars"), call_uuid
+                ),
             )
         return PlainTextResponse("ok")
 

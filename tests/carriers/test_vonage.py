@@ -35,7 +35,14 @@ from telebridge.carriers.vonage import (
 from telebridge.events import CallerAudio, Cleared, Digit, Played, ProtocolError, Started
 from telebridge.settings import Settings
 from telebridge.simulator.serving import ServedApp, bind_loopback
-from telebridge.tokens import StreamGrant, mint_stream_token, read_stream_token, sign_claims
+from telebridge.tokens import (
+    CALL_VARS,
+    STREAM_TOKEN,
+    StreamGrant,
+    mint_stream_token,
+    read_stream_token,
+    sign_call_variables,
+)
 
 SECRET = "vonage-signature-secret-of-40-characters"
 FLOWS = Path(__file__).resolve().parents[2] / "config" / "flows"
@@ -432,7 +439,7 @@ def grant_of(ncco: list[dict[str, Any]], bridge: Bridge) -> StreamGrant:
     endpoint = ncco[-1]["endpoint"][0]
     base, _, tok = endpoint["uri"].partition("?token=")
     assert base == bridge.settings.public_ws_url("/vonage/stream")
-    return read_stream_token(bridge.secret, tok, carrier="vonage")
+    return read_stream_token(bridge.keys.key(STREAM_TOKEN, "vonage"), tok, carrier="vonage")
 
 
 def auth(body: bytes = b"", **kwargs: Any) -> dict[str, str]:
@@ -473,18 +480,38 @@ async def test_signed_post_answer_with_flow_and_signed_vars() -> None:
         }
     ).encode()
     async with running() as (client, bridge):
-        vars_token = sign_claims(bridge.secret, {"v": {"name": "Ada"}})
+        vars_token = sign_call_variables(bridge.keys.key(CALL_VARS, "vonage"), {"name": "Ada"}, 60)
         response = await client.post(
             f"/vonage/answer?flow=survey&vars={vars_token}", content=body, headers=auth(body)
-        )
-        forged = await client.post(
-            f"/vonage/answer?vars={vars_token[:-3]}xyz", content=body, headers=auth(body)
         )
     assert response.status_code == 200
     grant = grant_of(response.json(), bridge)
     assert (grant.call_id, grant.flow, grant.variables) == ("CALL-2", "survey", {"name": "Ada"})
-    assert forged.status_code == 200
-    assert grant_of(forged.json(), bridge).variables == {}
+
+
+async def test_answer_with_forged_or_expired_vars_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = b'{"uuid":"CALL-3","from":"447700900001","to":"447700900000"}'
+    async with running() as (client, bridge):
+        key = bridge.keys.key(CALL_VARS, "vonage")
+        good = sign_call_variables(key, {"name": "Ada"}, 60)
+        refused = {
+            "forged": good[:-3] + ("xyz" if not good.endswith("xyz") else "abc"),
+            "expired": sign_call_variables(key, {"name": "Ada"}, -1),
+            "for plivo": sign_call_variables(bridge.keys.key(CALL_VARS, "plivo"), {}, 60),
+            "not a token": "nonsense",
+        }
+        for what, token in refused.items():
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="telebridge.app"):
+                response = await client.post(
+                    f"/vonage/answer?vars={token}", content=body, headers=auth(body)
+                )
+            assert response.status_code == 403, what
+            lines = [r.getMessage() for r in caplog.records]
+            assert len(lines) == 1 and "CALL-3" in lines[0], (what, lines)
+        assert bridge.pending == {}  # no stream was granted
 
 
 async def test_unsigned_forged_tampered_and_stale_webhooks_are_refused() -> None:
@@ -584,9 +611,11 @@ async def test_oversized_webhooks_are_refused() -> None:
 async def test_stream_without_a_valid_token_is_refused() -> None:
     async with running() as (_, bridge):
         plivo_grant = StreamGrant(carrier="plivo", call_id="CALL-1", flow="demo")
-        wrong_carrier = mint_stream_token(bridge.secret, plivo_grant, 60)
+        wrong_carrier = mint_stream_token(bridge.keys.key(STREAM_TOKEN, "vonage"), plivo_grant, 60)
+        vonage_grant = StreamGrant(carrier="vonage", call_id="CALL-1", flow="demo")
+        plivo_key = mint_stream_token(bridge.keys.key(STREAM_TOKEN, "plivo"), vonage_grant, 60)
         base = bridge.settings.public_ws_url("/vonage/stream")
-        for query in ("", "?token=garbage", f"?token={wrong_carrier}"):
+        for query in ("", "?token=garbage", f"?token={wrong_carrier}", f"?token={plivo_key}"):
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(base + query):
                     pass

@@ -34,7 +34,7 @@ from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN,
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
 from telebridge.simulator.plivo import signed_headers
 from telebridge.simulator.serving import ServedApp
-from telebridge.tokens import sign_claims
+from telebridge.tokens import CALL_VARS, PLIVO_TRANSFER, sign_call_variables, sign_claims
 from telebridge.tts.standin import StandinServer, render
 from tests.e2e.conftest import MakeBridge
 from tests.e2e.test_calls import CARRIERS, Carrier, released
@@ -398,7 +398,8 @@ async def test_plivo_transfer_xml_rings_for_the_flows_timeout(make_bridge: MakeB
     assert lb.bridge is not None
     # The token PlivoCallControl.transfer mints for a transfer with `timeout: 20`.
     claims = {"to": TRANSFER_TO, "id": "CALL-1", "t": 20, "exp": time.time() + 60}
-    token = sign_claims(lb.bridge.secret, claims)
+    key = lb.bridge.keys.key(PLIVO_TRANSFER, "plivo")
+    token = sign_claims(key, claims)
     url = f"{lb.url}/plivo/transfer?t={token}"
     params = {"CallUUID": "CALL-1"}
     headers = signed_headers("POST", url, params, SIM_PLIVO_AUTH_TOKEN)
@@ -407,7 +408,7 @@ async def test_plivo_transfer_xml_rings_for_the_flows_timeout(make_bridge: MakeB
     dial = ET.fromstring(response.text).find("Dial")
     assert dial is not None and dial.get("timeout") == "20"
     # A transfer token is good for a while, not forever.
-    stale = sign_claims(lb.bridge.secret, {**claims, "exp": time.time() - 1})
+    stale = sign_claims(key, {**claims, "exp": time.time() - 1})
     url = f"{lb.url}/plivo/transfer?t={stale}"
     headers = signed_headers("POST", url, params, SIM_PLIVO_AUTH_TOKEN)
     assert (await lb.http.post(url, data=params, headers=headers)).status_code == 403
@@ -468,7 +469,8 @@ async def test_vonage_transfer_puts_an_ncco_connecting_to_the_number(
     query = ""
     ours = CallScript().callee
     if direction == "outbound":
-        query = "vars=" + sign_claims(lb.bridge.secret, {"v": {"direction": "outbound"}})
+        key = lb.bridge.keys.key(CALL_VARS, "vonage")
+        query = "vars=" + sign_call_variables(key, {"direction": "outbound"}, 60)
         ours = CallScript().caller
     # The call's region is the fake (trusted: it is the configured API host).
     call = lb.vonage_call(region_url=f"https://{vonage_api.host}", answer_query=query)

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_TOKEN, LocalBridge
 from telebridge.simulator.carrier import CallScript
 from telebridge.simulator.plivo import PlivoCall, signed_headers
-from telebridge.tokens import StreamGrant, mint_stream_token
+from telebridge.tokens import STREAM_TOKEN, StreamGrant, mint_stream_token
 from tests.e2e.conftest import MakeBridge, mulaw_of
 
 
@@ -175,7 +175,7 @@ async def test_expired_token_is_refused(make_bridge: MakeBridge) -> None:
     lb = await make_bridge()
     assert lb.bridge is not None
     grant = StreamGrant(carrier="plivo", call_id="call-1", flow="greet")
-    token = mint_stream_token(lb.bridge.secret, grant, ttl=-1)
+    token = mint_stream_token(lb.bridge.keys.key(STREAM_TOKEN, "plivo"), grant, ttl=-1)
     with pytest.raises(InvalidStatus):
         async with connect(lb.url.replace("http", "ws") + f"/plivo/stream?token={token}"):
             pass
