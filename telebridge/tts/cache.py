@@ -6,6 +6,10 @@ size-bounded LRU. A prompt being synthesised is shared while it streams: a secon
 arrive instead of asking Waves twice. Only complete audio is kept: a failed or interrupted request
 leaves nothing behind.
 
+A shared synthesis is asked for on behalf of every reader, so no one call's deadline bounds it
+(the Waves guard's own queue timeout does); each reader still gives up at its own deadline while
+the synthesis waits for the guard to admit it, as it would have alone.
+
 With a folder, complete audio is also written to disk in the background, and a prompt missing from
 memory is looked up there before Waves is asked, as part of the same shared synthesis: fixed
 prompts survive a restart and still play while Waves is down.
@@ -15,13 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from telebridge.tts.cache_folder import Key, PromptFolder
+from telebridge.tts.errors import WavesRateLimited
+from telebridge.tts.guard import admission_wait, speech_deadline
 from telebridge.tts.waves import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
@@ -43,6 +51,14 @@ class _Fill:
     task: asyncio.Task[None] | None = None
     # Started by a reader (not a prefetch): its hit or miss is counted once the source is known.
     counted: bool = False
+    # While the guard holds the synthesis back: the earliest time it can be admitted.
+    admit_at: float | None = None
+
+    def waiting(self, until: float | None) -> None:
+        """The guard's report on admission (see `guard.admission_wait`): readers re-check."""
+        if until != self.admit_at:
+            self.admit_at = until
+            self.changed.set()
 
 
 class PromptCache:
@@ -118,12 +134,31 @@ class PromptCache:
                 if fill.done:
                     return
                 fill.changed.clear()
-                await fill.changed.wait()
+                await self._wait(fill)
         finally:
             fill.readers -= 1
             if fill.readers == 0 and not fill.done and fill.task is not None:
                 # Nobody listens any more (barge-in, hang-up): stop Waves for this prompt.
                 fill.task.cancel()
+
+    @staticmethod
+    async def _wait(fill: _Fill) -> None:
+        """Wait for news of `fill`; while it waits for admission, only until our own deadline."""
+        deadline = speech_deadline.get()
+        if fill.admit_at is None or deadline is None:
+            await fill.changed.wait()
+            return
+        if fill.admit_at > deadline:
+            raise WavesRateLimited(
+                "Waves cannot take this prompt before the call's deadline",
+                retry_after=max(0.0, fill.admit_at - time.monotonic()),
+            )
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await fill.changed.wait()
+        except TimeoutError:
+            message = "Waves did not take this prompt by the call's deadline"
+            raise WavesRateLimited(message) from None
 
     def prefetch(self, text: str, *, sample_rate: int, options: SpeechOptions) -> None:
         """Start synthesising `text` now so a call about to connect finds it ready."""
@@ -152,8 +187,12 @@ class PromptCache:
     ) -> _Fill:
         fill = _Fill(counted=counted)
         self._fills[key] = fill
+        # Not the starting call's context: its deadline would bound every call that joins.
+        context = contextvars.copy_context()
+        context.run(speech_deadline.set, None)
+        context.run(admission_wait.set, fill.waiting)
         fill.task = asyncio.create_task(
-            self._fill(key, fill, text, sample_rate, options, request_id)
+            self._fill(key, fill, text, sample_rate, options, request_id), context=context
         )
         return fill
 

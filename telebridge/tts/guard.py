@@ -8,7 +8,9 @@ out the back-off only while its deadline allows, so no caller sits in dead air b
 optional cap on requests in flight queues the rest in arrival order, under the same deadline.
 
 The deadline of a request is the sooner of `queue_timeout` from now and `speech_deadline`, a
-context variable the call session sets for the prompt it is trying to speak.
+context variable the call session sets for the prompt it is trying to speak. A request made for
+several callers at once (the prompt cache's shared fill) carries no caller's deadline; it reports
+its wait through `admission_wait` instead, so each caller can give up at its own.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from telebridge.tts.waves import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
 
-# The loop-clock time by which the prompt being spoken must have been admitted, if any.
+# The time (`time.monotonic()`) by which the prompt being spoken must have been admitted, if any.
 speech_deadline: ContextVar[float | None] = ContextVar("speech_deadline", default=None)
+# Told when a request starts waiting for admission, with the earliest time it can be admitted (on
+# the clock `speech_deadline` uses), and with None once the wait is over, if set.
+AdmissionWait = Callable[[float | None], None]
+admission_wait: ContextVar[AdmissionWait | None] = ContextVar("admission_wait", default=None)
 
 FIRST_BACK_OFF = 0.5
 MAX_BACK_OFF = 30.0
@@ -139,6 +145,7 @@ class WavesGuard:
         asked = speech_deadline.get()
         if asked is not None:
             deadline = min(deadline, asked)
+        waiting = admission_wait.get()
         probe = False
         if self._refusal is not None:
             if now < self._recheck_at or self._probing:
@@ -155,19 +162,26 @@ class WavesGuard:
                         retry_after=self._blocked_until - now,
                     )
                 self.waits += 1
+                if waiting is not None:
+                    waiting(self._blocked_until)
                 await asyncio.sleep(self._blocked_until - now)
-            await self._take_slot(deadline)
+            await self._take_slot(deadline, waiting)
         except BaseException:
             if probe:
                 self._probing = False
             raise
+        finally:
+            if waiting is not None:
+                waiting(None)
         return probe
 
-    async def _take_slot(self, deadline: float) -> None:
+    async def _take_slot(self, deadline: float, waiting: AdmissionWait | None) -> None:
         if not self._max_in_flight or (self._in_flight < self._max_in_flight and not self._waiting):
             self._in_flight += 1
             return
         self.waits += 1
+        if waiting is not None:
+            waiting(self._clock())  # a slot may come free at any moment
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
         try:

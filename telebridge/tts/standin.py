@@ -162,6 +162,8 @@ class StandinServer:
         return self._url
 
     async def start(self) -> None:
+        # espeak-ng's helper process starts now, not on the first request's clock.
+        await asyncio.to_thread(espeak.native_rate)
         self._server = await serve(
             self._session,
             self._host,

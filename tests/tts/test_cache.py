@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 
 from telebridge.tts.cache import PromptCache
 from telebridge.tts.cache_folder import encode, file_name
-from telebridge.tts.errors import WavesTruncated
+from telebridge.tts.errors import WavesRateLimited, WavesTruncated
+from telebridge.tts.guard import WavesGuard, speech_deadline
 from telebridge.tts.waves import SpeechOptions
 
 EMILY = SpeechOptions(voice_id="emily")
@@ -333,3 +335,76 @@ async def test_prefetch_finds_a_prompt_on_disk(tmp_path: Path) -> None:
     assert cache.size == 2 and cache.disk_hits == 1
     assert await collect(cache.synthesize("hi", sample_rate=8000, options=EMILY)) == b"ab"
     assert waves.requests == []
+
+
+# --- deadlines of callers sharing one synthesis ------------------------------------------
+
+
+async def speak_by(cache: PromptCache, seconds: float) -> bytes:
+    """One call's request for "hi" that must be admitted within `seconds` (as a session sets)."""
+    speech_deadline.set(time.monotonic() + seconds)
+    return await collect(cache.synthesize("hi", sample_rate=8000, options=EMILY))
+
+
+async def test_a_caller_joining_a_fill_keeps_its_own_longer_deadline() -> None:
+    waves = FakeWaves([b"ab", b"cd"])
+    guard = WavesGuard(waves, queue_timeout=5.0)
+    guard.observe_failure(WavesRateLimited("429"))  # Waves asks for 0.5 s of back-off
+    cache = PromptCache(guard, max_bytes=1000)
+    hurried = asyncio.create_task(speak_by(cache, 0.1))
+    patient = asyncio.create_task(speak_by(cache, 3.0))  # joins the fill the first one started
+    with pytest.raises(WavesRateLimited):
+        await hurried
+    assert not patient.done()
+    assert await patient == b"abcd"
+    assert waves.requests == ["hi"]
+
+
+async def test_each_caller_gives_up_waiting_for_a_slot_at_its_own_deadline() -> None:
+    busy = FakeWaves([b"zz"], gated=True)
+    guard = WavesGuard(busy, max_in_flight=1, queue_timeout=5.0)
+    holder = asyncio.create_task(collect(guard.synthesize("x", sample_rate=8000, options=EMILY)))
+    await asyncio.sleep(0.01)
+    assert guard.in_flight == 1
+    cache = PromptCache(guard, max_bytes=1000)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    hurried = asyncio.create_task(speak_by(cache, 0.2))
+    patient = asyncio.create_task(speak_by(cache, 3.0))
+    with pytest.raises(WavesRateLimited):
+        await hurried
+    assert 0.15 <= loop.time() - started < 0.5
+    await asyncio.sleep(0.2)
+    assert not patient.done()
+    assert busy.gate is not None
+    for _ in range(2):
+        busy.gate.release()  # the holder's chunk, then the shared prompt's
+    assert await holder == b"zz"
+    assert await patient == b"zz"
+    assert busy.requests == ["x", "hi"] and guard.in_flight == 0
+
+
+async def test_a_deadline_bounds_admission_only_not_a_slow_first_chunk() -> None:
+    waves = FakeWaves([b"ab"], gated=True)
+    cache = PromptCache(WavesGuard(waves, queue_timeout=5.0), max_bytes=1000)
+    reader = asyncio.create_task(speak_by(cache, 0.1))
+    await asyncio.sleep(0.3)  # admitted at once; Waves is slow to start (its own timeout)
+    assert waves.gate is not None
+    waves.gate.release()
+    assert await reader == b"ab"
+
+
+async def test_the_last_caller_giving_up_stops_the_fill_and_frees_its_place() -> None:
+    busy = FakeWaves([b"zz"], gated=True)
+    guard = WavesGuard(busy, max_in_flight=1, queue_timeout=5.0)
+    holder = asyncio.create_task(collect(guard.synthesize("x", sample_rate=8000, options=EMILY)))
+    await asyncio.sleep(0.01)
+    cache = PromptCache(guard, max_bytes=1000)
+    with pytest.raises(WavesRateLimited):
+        await asyncio.create_task(speak_by(cache, 0.1))
+    await asyncio.sleep(0.01)
+    assert not guard._waiting
+    assert busy.gate is not None
+    busy.gate.release()
+    assert await holder == b"zz"
+    assert busy.requests == ["x"] and guard.in_flight == 0

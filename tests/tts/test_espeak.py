@@ -7,7 +7,10 @@ import hashlib
 import math
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import espeakng_loader
 import pytest
 
 from telebridge.tts import espeak
@@ -89,3 +92,67 @@ def test_bad_arguments() -> None:
         espeak.synthesize("Hi", speed=0)
     assert not espeak.has_voice("no-such-voice")
     assert espeak.has_voice("en-us")
+
+
+@pytest.mark.parametrize(
+    ("text", "voice", "speed", "rate"),
+    [
+        (SENTENCE, "en-us", 1.0, 8000),
+        ("Hello there, this is a test.", "en", 1.3, 16000),
+        ("Hallo, wie geht es dir? 42.", "de", 0.8, 24000),
+        ("Bonjour tout le monde.", "fr", 1.0, 44100),
+    ],
+)
+def test_what_was_said_before_changes_nothing(
+    text: str, voice: str, speed: float, rate: int
+) -> None:
+    espeak.clear_cache()
+    first = espeak.synthesize(text, voice=voice, speed=speed, sample_rate=rate)
+    for other in ("Something else entirely.", "Press 1 for sales, 2 for support.", text):
+        espeak.synthesize(other, voice="es", speed=1.9)
+    espeak.clear_cache()
+    assert espeak.synthesize(text, voice=voice, speed=speed, sample_rate=rate) == first
+
+
+def vm_rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_the_library_is_loaded_once_and_200_utterances_leave_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    espeak.native_rate()  # the helper is up, the library loaded in it
+    helper = espeak._speaker.pid
+    assert helper is not None
+    loads: list[str] = []
+    real: Callable[[], str] = espeakng_loader.get_library_path
+
+    def counted() -> str:
+        loads.append("load")
+        return real()
+
+    monkeypatch.setattr(espeakng_loader, "get_library_path", counted)
+    for i in range(20):  # the helper's own first-use allocations
+        espeak.clear_cache()
+        espeak.synthesize(f"Warming up, number {i}.", sample_rate=8000)
+    before = vm_rss_kb(helper)
+    for i in range(200):
+        espeak.clear_cache()
+        espeak.synthesize(f"Utterance number {i}, please hold the line.", sample_rate=8000)
+    assert loads == []
+    assert espeak._speaker.pid == helper
+    assert vm_rss_kb(helper) - before < 64  # each utterance's allocations left with its fork
+
+
+def test_a_helper_that_died_is_started_again() -> None:
+    espeak.clear_cache()
+    first = espeak.synthesize("Still here.")
+    process = espeak._speaker._process
+    assert process is not None
+    process.kill()
+    process.wait()
+    espeak.clear_cache()
+    assert espeak.synthesize("Still here.") == first
+    assert espeak._speaker.pid not in (None, process.pid)
