@@ -300,9 +300,14 @@ class Bridge:
         *,
         carrier: str,
         stream: CarrierStream,
-        control_for: Callable[[StreamGrant, Started], CallControl],
+        control_for: Callable[[StreamGrant, Started, Callable[[], Awaitable[None]]], CallControl],
     ) -> None:
-        """Authorise, start and run one call's stream; returns when the call is over."""
+        """Authorise, start and run one call's stream; returns when the call is over.
+
+        `control_for` is also given the stream's close, for a carrier that ends a call by closing
+        it: that close is bounded like every send, so a carrier that stopped reading cannot hold
+        the call open.
+        """
         try:
             grant = read_stream_token(
                 self.keys.key(STREAM_TOKEN, carrier),
@@ -329,7 +334,7 @@ class Bridge:
             call_id=call_id,
             stream=stream,
             transport=transport,
-            control=control_for(grant, started),
+            control=control_for(grant, started, transport.close),
             tts=self.tts,
             speech=self.speech(),
             max_lead=self.settings.telebridge_max_lead_ms / 1000,

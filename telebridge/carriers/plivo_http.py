@@ -205,8 +205,10 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         return Response(plivo.dial_xml(str(claims["to"]), timeout), media_type=XML)
 
     async def stream(ws: WebSocket) -> None:
-        def control(grant: StreamGrant, started: Started) -> PlivoCallControl:
-            return PlivoCallControl(bridge, rest, started.call_id)
+        def control(
+            grant: StreamGrant, started: Started, _close: Callable[[], Awaitable[None]]
+        ) -> PlivoCallControl:
+            return PlivoCallControl(bridge, rest, started.call_id)  # ends calls through REST
 
         await bridge.serve_stream(
             ws, carrier="plivo", stream=plivo.PlivoStream(), control_for=control

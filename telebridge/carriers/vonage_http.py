@@ -9,7 +9,6 @@ the call).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
 from telebridge.carriers import vonage
 from telebridge.carriers.plivo_http import BUSY_TEXT, MAX_WEBHOOK_BYTES
@@ -56,7 +55,7 @@ class VonageCallControl:
         *,
         region_host: str | None,
         caller_id: str,
-        close: Callable[[], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],  # the stream's own close, bounded like its sends
     ) -> None:
         self._rest = rest
         self._uuid = call_uuid
@@ -243,12 +242,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         return PlainTextResponse("ok")
 
     async def stream(ws: WebSocket) -> None:
-        async def close() -> None:
-            if ws.application_state is WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await ws.close(1000)
-
-        def control(grant: StreamGrant, started: Started) -> VonageCallControl:
+        def control(
+            grant: StreamGrant, started: Started, close: Callable[[], Awaitable[None]]
+        ) -> VonageCallControl:
             # A transfer must come from a number of ours: the one dialled on an inbound call,
             # the one the bridge called from on a call it placed (signed "direction").
             outbound = grant.variables.get("direction") == "outbound"

@@ -67,6 +67,9 @@ class LocalBridge:
         self.plivo_api.on_hangup = self._rest_hangup
         self.plivo_api.on_transfer = self._rest_transfer
         sock = bind_loopback()
+        # Closed by the stack however start-up ends (bad settings, a lifespan that fails), not
+        # only by the server once it runs; a second close is harmless.
+        self._stack.callback(sock.close)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         values: dict[str, Any] = {
             "telebridge_public_url": self.url,

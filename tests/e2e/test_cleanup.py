@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import tracemalloc
+from pathlib import Path
 
+import pytest
+
+from telebridge.settings import ConfigError
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.simulator.carrier import CallScript
 from tests.e2e.conftest import MakeBridge
@@ -74,3 +78,12 @@ async def test_500_calls_leave_no_tasks_calls_or_memory_behind(make_bridge: Make
     metrics = (await lb.http.get(f"{lb.url}/metrics")).text
     assert 'telebridge_active_calls{carrier="plivo"} 0.0' in metrics
     assert 'telebridge_active_calls{carrier="vonage"} 0.0' in metrics
+
+
+async def test_a_bridge_that_cannot_start_leaves_no_socket_open(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "prompts"
+    not_a_folder.write_text("a file where the prompt cache's folder should be")
+    with pytest.raises(ConfigError, match="TELEBRIDGE_CACHE_DIR"):
+        async with LocalBridge(waves_api_key=None, telebridge_cache_dir=not_a_folder):
+            pass
+    gc.collect()  # a socket left open says so here (a ResourceWarning, an error in this suite)

@@ -118,8 +118,22 @@ async def test_a_carrier_that_never_confirms_marks_is_hung_up_in_bounded_time(
     assert [r for r in lb.plivo_api.requests if r.method == "DELETE"]
 
 
-async def open_and_never_read(url: str, call_id: str, rcvbuf: int) -> socket.socket:
-    """A carrier that upgrades, says `start`, and from then on never reads its socket."""
+def plivo_start(call_id: str) -> dict[str, Any]:
+    return {"event": "start", "start": {"callId": call_id, "streamId": "s"}}
+
+
+def vonage_connected(call_id: str, rate: int) -> dict[str, Any]:
+    return {
+        "event": "websocket:connected",
+        "content-type": f"audio/l16;rate={rate}",
+        "call_id": call_id,
+    }
+
+
+async def open_and_never_read(
+    url: str, first: dict[str, Any], rcvbuf: int
+) -> tuple[socket.socket, ClientProtocol]:
+    """A carrier that upgrades, says `first`, and from then on never reads its socket."""
     loop = asyncio.get_running_loop()
     where = parse_uri(url)
     protocol = ClientProtocol(where)
@@ -138,19 +152,16 @@ async def open_and_never_read(url: str, call_id: str, rcvbuf: int) -> socket.soc
             protocol.receive_data(data)
         [response] = events
         assert isinstance(response, Response) and response.status_code == 101
-        start = {"event": "start", "start": {"callId": call_id, "streamId": "s"}}
-        protocol.send_text(json.dumps(start).encode())
+        protocol.send_text(json.dumps(first).encode())
         for data in protocol.data_to_send():
             await loop.sock_sendall(sock, data)
     except BaseException:
         sock.close()
         raise
-    return sock
+    return sock, protocol
 
 
-async def test_a_carrier_that_never_reads_is_ended_and_released_in_bounded_time(
-    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def small_send_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     # Linux grows a socket's send buffer on its own up to tcp_wmem's maximum (4 MB): the whole
     # prompt would sit there, the bridge's send would never block, and the call would end by the
     # mark timeout instead. A small fixed send buffer (accepted sockets inherit the listening
@@ -161,6 +172,12 @@ async def test_a_carrier_that_never_reads_is_ended_and_released_in_bounded_time(
         return sock
 
     monkeypatch.setattr(local_bridge, "bind_loopback", small_send_buffer)
+
+
+async def test_a_carrier_that_never_reads_is_ended_and_released_in_bounded_time(
+    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    small_send_buffers(monkeypatch)
     lb = await make_bridge(telebridge_flow="long")
     assert lb.bridge is not None
     loop = asyncio.get_running_loop()
@@ -175,7 +192,7 @@ async def test_a_carrier_that_never_reads_is_ended_and_released_in_bounded_time(
     grant = StreamGrant(carrier="plivo", call_id="stuck", flow="long")
     url = lb.bridge.stream_url("/plivo/stream", grant)
     started = loop.time()
-    sock = await open_and_never_read(url, "stuck", rcvbuf=4096)
+    sock, _ = await open_and_never_read(url, plivo_start("stuck"), rcvbuf=4096)
     try:
         # About 6 s to fill the buffers, then SEND_TIMEOUT: 11 s; the bound leaves room for a
         # busy machine, and a call that is never released fails it.
@@ -207,3 +224,47 @@ async def test_a_carrier_that_never_reads_is_ended_and_released_in_bounded_time(
     finally:
         sock.close()
         healthy.cancel()
+
+
+async def test_a_vonage_hang_up_by_socket_close_is_bounded_when_the_carrier_stops_reading(
+    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    small_send_buffers(monkeypatch)
+    # No Vonage REST credentials: the bridge ends the call by closing the stream.
+    lb = await make_bridge(telebridge_mark_timeout=1.0)
+    assert lb.bridge is not None and lb.settings.vonage_application_id is None
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    prompt_out = asyncio.Event()
+
+    def watch(call_id: str, kind: str, fields: dict[str, Any]) -> None:
+        if call_id == "stuck":
+            seen.append(kind)
+            if kind == "mark":
+                prompt_out.set()
+
+    lb.bridge.observers.append(watch)
+    grant = StreamGrant(carrier="vonage", call_id="stuck", flow="greet")
+    url = lb.bridge.stream_url("/vonage/stream", grant)
+    first = vonage_connected("stuck", lb.settings.vonage_audio_rate)
+    sock, protocol = await open_and_never_read(url, first, rcvbuf=4096)
+    try:
+        # The whole greeting and its mark are out, so nothing the bridge sends is waiting.
+        await asyncio.wait_for(prompt_out.wait(), 10)
+        # Still talking, never reading: every ping is answered with a pong that stays in the
+        # bridge's buffer, until the buffer is full when the flow hangs up.
+        for _ in range(2000):
+            protocol.send_ping(b"p" * 125)
+        for data in protocol.data_to_send():
+            await loop.sock_sendall(sock, data)
+        pinged = loop.time()
+        while loop.time() - pinged < 20.0 and "stuck" in lb.bridge.calls:
+            await asyncio.sleep(0.05)
+        elapsed = loop.time() - pinged
+        assert "stuck" not in lb.bridge.calls, f"not released after {elapsed:.1f} s: {seen}"
+        assert "hangup" in seen
+        # One mark timeout, then the close frame waits SEND_TIMEOUT for room and is given up.
+        assert elapsed < 1.0 + 1.0 + SEND_TIMEOUT + 5.0
+        assert any("took no close frame" in r.getMessage() for r in caplog.records)
+    finally:
+        sock.close()
