@@ -1,7 +1,9 @@
 """The operations commands: `call`, `campaign run|resume`, `configure plivo|vonage`, `doctor`.
 
 `register(sub, add)` adds them to the `telebridge` parser. Mistakes in arguments or settings end
-as `UsageError`/`ConfigError` (one line, exit 2); a carrier refusing a call is exit 1.
+as `UsageError`/`ConfigError` (one line, exit 2). A carrier's API failing (an error status, no
+answer, an answer that makes no sense) is one line naming the carrier and the request, exit 1;
+so is a campaign with rows that failed or whose outcome is unknown.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def _usage(message: str) -> Exception:
     return UsageError(message)
 
 
+def _failed(message: str) -> int:
+    print(f"telebridge: {message}", file=sys.stderr)
+    return 1
+
+
 def _quiet_logs() -> None:
     from telebridge.logs import setup_logging
 
@@ -57,8 +64,9 @@ def cmd_call(args: argparse.Namespace) -> int:
     except outbound.PlacementError as exc:
         if exc.status == 401:
             raise _usage(f"{exc}: check {_credential_names(args.carrier)}") from None
-        print(f"telebridge: the call was not placed: {exc}", file=sys.stderr)
-        return 1
+        if exc.placed == "no":
+            return _failed(f"the call was not placed: {exc}")
+        return _failed(f"the call may have been placed (look before calling again): {exc}")
     kind = "request_uuid" if args.carrier == "plivo" else "call uuid"
     print(
         f"{args.carrier} call to {placed.to} placed: {kind} {placed.request_id} (attempt {attempt})"
@@ -205,7 +213,7 @@ def cmd_campaign_resume(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
-    from telebridge import calllog, campaign
+    from telebridge import calllog, campaign, outbound
 
     progress = Progress()
     try:
@@ -234,7 +242,9 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
         log.close()
     progress.close()
     print(campaign.summary_line(finished, str(results)))
-    return 0
+    # Busy and unanswered are the callees' answers; a failure or an unknown outcome (the carrier
+    # refused or did not confirm the call, among others) leaves a row for the user to look at.
+    return 1 if finished["failed"] or finished[outbound.UNKNOWN] else 0
 
 
 # --- configure and doctor --------------------------------------------------------------------
@@ -255,6 +265,8 @@ def cmd_configure_plivo(args: argparse.Namespace) -> int:
         )
     except configure.ConfigureError as exc:
         raise _usage(str(exc)) from None
+    except configure.CarrierFailure as exc:
+        return _failed(str(exc))
     print(configure.format_report(report))
     return 0
 
@@ -273,6 +285,8 @@ def cmd_configure_vonage(args: argparse.Namespace) -> int:
         )
     except configure.ConfigureError as exc:
         raise _usage(str(exc)) from None
+    except configure.CarrierFailure as exc:
+        return _failed(str(exc))
     print(configure.format_report(report))
     return 0
 

@@ -3,9 +3,14 @@
 Plivo: create or update an application's answer, hangup and fallback URLs and attach numbers to
 it. Vonage: set a voice application's answer, event and fallback URLs and turn on signed
 callbacks. Vonage's update replaces the whole application, so it is fetched first and sent back
-with only those fields changed; Plivo's SDK re-sends defaults for fields not given, so the
-application's current values are given for them. With `dry_run` nothing is changed: the report
+with only those fields changed; a Plivo update is sent with the application's current values
+for the settings Plivo's SDK would have reset. With `dry_run` nothing is changed: the report
 says what would be.
+
+Errors: a mistake in what was asked (an application or number that does not exist) is a
+`ConfigureError` naming the option, rejected credentials a `ConfigError` naming the settings,
+and anything else the carrier's API does wrong (an error status, no answer in time, an answer
+that is not JSON) a `CarrierFailure` naming the carrier and the request.
 """
 
 from __future__ import annotations
@@ -22,8 +27,17 @@ from telebridge.settings import ConfigError, Settings
 logger = logging.getLogger(__name__)
 
 
+# Seconds the carrier's API has to answer each request.
+SDK_TIMEOUT_S = 10
+
+
 class ConfigureError(Exception):
     """The carrier cannot be configured as asked; the message names the option or setting."""
+
+
+class CarrierFailure(Exception):
+    """The carrier's API failed (an error status, no answer in time, an answer that makes no
+    sense); the message names the carrier and the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,39 +95,61 @@ def _plivo_client(settings: Settings) -> Any:
     if not (settings.plivo_auth_id and settings.plivo_auth_token):
         raise ConfigError("PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN are not set: needed to configure Plivo")
     token = settings.plivo_auth_token.get_secret_value()
-    client = make_client(settings.plivo_auth_id, token, settings.plivo_api_url, timeout=10)
-    # Credentials first: the SDK's application list misreads a 401 (an AttributeError).
-    _plivo_call("reading the account", client.account.get)
+    client = make_client(
+        settings.plivo_auth_id, token, settings.plivo_api_url, timeout=SDK_TIMEOUT_S
+    )
+    # Credentials first, so that a wrong token is named as such whatever is asked next.
+    _plivo_call("reading the account", client, "GET", ())
     return client
 
 
-def _plivo_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _plivo_call(
+    what: str,
+    client: Any,
+    method: str,
+    path: tuple[str, ...],
+    data: dict[str, Any] | None = None,
+    *,
+    not_found: str | None = None,
+) -> Any:
+    """One request to Plivo's API, sent once; its answer (attributes of the JSON object).
+
+    Not through the SDK's resources (`client.applications.create`...): on a 5xx those send the
+    request again, twice (one create could make three applications), and their lists read an
+    error answer as an AttributeError. A 404 is the user's mistake named by `not_found` when
+    given (an id or number they typed); otherwise, like any other failure, the carrier's.
+    """
     from plivo import exceptions as errors
 
+    from telebridge.carriers.plivo_rest import failure_text
+
     try:
-        return fn(*args, **kwargs)
+        answer = client.request(method, path, data)
     except errors.AuthenticationError:
         raise ConfigError("PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN: rejected by Plivo") from None
-    except errors.ResourceNotFoundError:
-        raise
-    except errors.PlivoRestError as exc:
-        raise ConfigureError(f"plivo: {what} failed: {exc}") from None
-    except requests.RequestException as exc:
-        raise ConfigureError(f"plivo: {what} failed: {type(exc).__name__}") from None
+    except errors.ResourceNotFoundError as exc:
+        if not_found is not None:
+            raise ConfigureError(not_found) from None
+        raise CarrierFailure(f"plivo: {what} failed: {failure_text(exc)}") from None
+    except (errors.PlivoRestError, requests.RequestException) as exc:
+        raise CarrierFailure(f"plivo: {what} failed: {failure_text(exc)}") from None
+    if answer is None:  # a 2xx with an empty body, where Plivo always says something
+        raise CarrierFailure(f"plivo: {what} failed: an empty answer")
+    return answer
 
 
 def _find_plivo_app(client: Any, name: str) -> Any | None:
     found: list[Any] = []
     offset = 0
     while True:
-        page = _plivo_call(
-            "listing applications", client.applications.list, limit=20, offset=offset, app_name=name
-        )
-        objects = list(page)
+        query = {"limit": 20, "offset": offset, "app_name": name}
+        page = _plivo_call("listing applications", client, "GET", ("Application",), query)
+        objects = getattr(page, "objects", None)
+        if not isinstance(objects, list):
+            raise CarrierFailure("plivo: listing applications failed: the answer has no list")
         # Exact names only: a filter on Plivo's side may match more loosely.
         found += [a for a in objects if _text(getattr(a, "app_name", "")) == name]
-        meta = getattr(page, "meta", None) or {}
-        more = meta.get("next") if isinstance(meta, dict) else getattr(meta, "next", None)
+        more = getattr(getattr(page, "meta", None), "next", None)
         if not objects or not more:
             break
         offset += len(objects)
@@ -124,8 +160,19 @@ def _find_plivo_app(client: Any, name: str) -> Any | None:
     return found[0] if found else None
 
 
+# Plivo's own defaults for a new application, stated as its SDK's create states them.
+_NEW_PLIVO_APP = {
+    "message_method": "POST",
+    "default_number_app": False,
+    "default_endpoint_app": False,
+    "log_incoming_messages": True,
+}
+
+
 def _keep(app: Any) -> dict[str, Any]:
-    """The fields Plivo's update would reset to defaults, at the application's current values."""
+    """The settings the SDK's update would have reset to defaults, at their current values: sent
+    back with the URLs, so that an update changes those and nothing else whatever Plivo does with
+    fields not given."""
     kept: dict[str, Any] = {}
     for ours, theirs in (("default_number_app", "default_app"),
                          ("default_endpoint_app", "default_endpoint_app"),
@@ -158,8 +205,6 @@ def configure_plivo(
     dry_run: bool = False,
 ) -> Report:
     """Create or update the Plivo application and attach `numbers` to it."""
-    from plivo import exceptions as errors
-
     if bool(app_name) == bool(app_id):
         raise ConfigureError("give --app-name NAME or --app-id ID (one of them)")
     try:
@@ -169,21 +214,20 @@ def configure_plivo(
     urls = plivo_urls(settings)
     client = _plivo_client(settings)
     if app_id:
-        try:
-            app = _plivo_call("reading the application", client.applications.get, app_id)
-        except errors.ResourceNotFoundError:
-            raise ConfigureError(f"--app-id: no Plivo application {app_id}") from None
+        missing = f"--app-id: no Plivo application {app_id}"
+        app = _plivo_call(
+            "reading the application", client, "GET", ("Application", app_id), not_found=missing
+        )
     else:
         assert app_name is not None
         app = _find_plivo_app(client, app_name)
     # Every number is checked before anything changes: a typo must not leave half a set-up.
     attached: dict[str, str] = {}
     for number in wanted_numbers:
-        try:
-            found = _plivo_call("reading the number", client.numbers.get, number)
-        except errors.ResourceNotFoundError:
-            message = f"--number: +{number} is not a number of this Plivo account"
-            raise ConfigureError(message) from None
+        missing = f"--number: +{number} is not a number of this Plivo account"
+        found = _plivo_call(
+            "reading the number", client, "GET", ("Number", number), not_found=missing
+        )
         attached[number] = _app_id_of(getattr(found, "application", None))
     report = Report("plivo", "", dry_run=dry_run, created=app is None)
     current = {k: _text(getattr(app, k, "")) if app is not None else "" for k in urls}
@@ -193,27 +237,25 @@ def configure_plivo(
         report.target = f"application {app_name} (new)"
         target_id = ""
         if not dry_run:
-            made = _plivo_call(
-                "creating the application", client.applications.create, app_name, **urls
-            )
+            body = {"app_name": app_name, **urls, **_NEW_PLIVO_APP}
+            made = _plivo_call("creating the application", client, "POST", ("Application",), body)
             target_id = _text(getattr(made, "app_id", ""))
+            if not target_id:
+                raise CarrierFailure("plivo: creating the application failed: no app_id answered")
             report.target = f"application {app_name} (app_id {target_id}, new)"
     else:
         target_id = _text(getattr(app, "app_id", app_id))
         report.target = f"application {_text(getattr(app, 'app_name', ''))} (app_id {target_id})"
         if report.changes and not dry_run:
-            _plivo_call(
-                "updating the application",
-                client.applications.update,
-                target_id,
-                **urls,
-                **_keep(app),
-            )
+            body = {**urls, **_keep(app)}
+            path = ("Application", target_id)
+            _plivo_call("updating the application", client, "POST", path, body)
     for number, before in attached.items():
         change = Change(f"+{number}", before, target_id or "(new application)")
         report.numbers.append(change)
         if change.changed and not dry_run:
-            _plivo_call("attaching the number", client.numbers.update, number, app_id=target_id)
+            path = ("Number", number)
+            _plivo_call("attaching the number", client, "POST", path, {"app_id": target_id})
     return report
 
 
@@ -241,31 +283,36 @@ def _vonage_account(settings: Settings) -> tuple[str, str]:
 
 
 def _vonage_client(settings: Settings) -> Any:
-    from vonage import Auth, HttpClientOptions, Vonage
+    from vonage import Auth
 
-    from telebridge.carriers.vonage_rest import host_of
+    from telebridge.carriers.vonage_rest import make_client
 
     key, secret = _vonage_account(settings)
-    options = HttpClientOptions(api_host=host_of(settings.vonage_api_host), timeout=10)
-    return Vonage(Auth(api_key=key, api_secret=secret), options)
+    auth = Auth(api_key=key, api_secret=secret)
+    # One try, as with Plivo: a failure is reported at once, and running again is harmless.
+    return make_client(auth, settings.vonage_api_host, timeout=SDK_TIMEOUT_S, max_retries=0)
 
 
-def _vonage_call(what: str, application_id: str, fn: Any, *args: Any) -> Any:
+def _vonage_call(what: str, fn: Any, *args: Any, not_found: str | None = None) -> dict[str, Any]:
+    """`fn(*args)`, a request whose answer is the application (JSON). A 404 is the user's
+    mistake named by `not_found` when given; otherwise, like any other failure, the carrier's."""
     from vonage import VonageError
     from vonage_http_client.errors import HttpRequestError
 
     try:
-        return fn(*args)
+        answer = fn(*args)
     except HttpRequestError as exc:
         status = exc.response.status_code
         if status == 401:
             raise ConfigError("VONAGE_API_KEY / VONAGE_API_SECRET: rejected by Vonage") from None
-        if status == 404:
-            message = f"--application-id: no Vonage application {application_id}"
-            raise ConfigureError(message) from None
-        raise ConfigureError(f"vonage: {what} failed: HTTP {status}") from None
+        if status == 404 and not_found is not None:
+            raise ConfigureError(not_found) from None
+        raise CarrierFailure(f"vonage: {what} failed: HTTP {status}") from None
     except (VonageError, requests.RequestException) as exc:
-        raise ConfigureError(f"vonage: {what} failed: {type(exc).__name__}") from None
+        raise CarrierFailure(f"vonage: {what} failed: {type(exc).__name__}") from None
+    if not isinstance(answer, dict):  # the SDK reads a body that is not JSON as None
+        raise CarrierFailure(f"vonage: {what} failed: the answer is not JSON")
+    return answer
 
 
 def configure_vonage(settings: Settings, *, application_id: str, dry_run: bool = False) -> Report:
@@ -273,10 +320,9 @@ def configure_vonage(settings: Settings, *, application_id: str, dry_run: bool =
     base = settings.require_public_url()
     client = _vonage_client(settings)
     http, path = client.http_client, f"/v2/applications/{application_id}"
-    data = _vonage_call("reading the application", application_id, http.get, http.api_host,
-                        path, None, "basic")  # fmt: skip
-    if not isinstance(data, dict):
-        raise ConfigureError("vonage: the application came back empty")
+    missing = f"--application-id: no Vonage application {application_id}"
+    data = _vonage_call("reading the application", http.get, http.api_host, path, None, "basic",
+                        not_found=missing)  # fmt: skip
     # Everything as it came, but the read-only parts: the update replaces the application.
     body = {k: v for k, v in data.items() if k not in ("id", "_links")}
     voice = body.setdefault("capabilities", {}).setdefault("voice", {})
@@ -292,8 +338,7 @@ def configure_vonage(settings: Settings, *, application_id: str, dry_run: bool =
     report.fields.append(Change("signed_callbacks", _text(voice.get("signed_callbacks")), "True"))
     voice["signed_callbacks"] = True
     if report.changes and not dry_run:
-        _vonage_call("updating the application", application_id, http.put, http.api_host, path,
-                     body, "basic")  # fmt: skip
+        _vonage_call("updating the application", http.put, http.api_host, path, body, "basic")
     if settings.vonage_signature_secret is None:
         report.notes.append(
             "set VONAGE_SIGNATURE_SECRET to the account's signature secret so the bridge can "

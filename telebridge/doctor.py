@@ -173,7 +173,7 @@ def _ms(pcm_bytes: int) -> str:
 def check_plivo(settings: Settings) -> Check:
     from plivo import exceptions as errors
 
-    from telebridge.carriers.plivo_rest import make_client
+    from telebridge.carriers.plivo_rest import failure_text, make_client
 
     if not settings.plivo_enabled:
         return _fine("Plivo", "not configured (PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN): Plivo is off")
@@ -185,7 +185,9 @@ def check_plivo(settings: Settings) -> Check:
     except errors.AuthenticationError:
         return _fix("Plivo", "PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN: rejected by Plivo")
     except errors.PlivoRestError as exc:
-        return _fix("Plivo", f"PLIVO_API_URL: {settings.plivo_api_url}: {exc}")
+        return _fix("Plivo", f"PLIVO_API_URL: {settings.plivo_api_url}: {failure_text(exc)}")
+    except requests.exceptions.InvalidJSONError:
+        return _fix("Plivo", f"PLIVO_API_URL: {settings.plivo_api_url} answered, not in JSON")
     except requests.RequestException as exc:
         return _fix("Plivo", f"PLIVO_API_URL: cannot reach {settings.plivo_api_url} "
                              f"({type(exc).__name__})")  # fmt: skip
@@ -194,17 +196,20 @@ def check_plivo(settings: Settings) -> Check:
 
 def _vonage_get(auth: Any, host: str, path: str, auth_type: str) -> str | None:
     """None when the GET succeeded, else what went wrong."""
-    from vonage import HttpClientOptions, Vonage, VonageError
+    from vonage import VonageError
     from vonage_http_client.errors import HttpRequestError
 
+    from telebridge.carriers.vonage_rest import make_client
+
     try:
-        client = Vonage(auth, HttpClientOptions(api_host=host, timeout=10))
-        client.http_client.get(client.http_client.api_host, path, None, auth_type)
+        client = make_client(auth, host, timeout=10)
+        answer = client.http_client.get(client.http_client.api_host, path, None, auth_type)
     except HttpRequestError as exc:
         return f"HTTP {exc.response.status_code}"
     except (VonageError, requests.RequestException) as exc:
         return type(exc).__name__
-    return None
+    # The SDK reads a body that is not JSON as None: a proxy's page, not Vonage.
+    return None if isinstance(answer, dict) else "a body that is not JSON"
 
 
 def check_vonage(settings: Settings) -> list[Check]:

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import requests
 
+from telebridge import e164
 from telebridge.calllog import NO_STREAM, CallLog, CallRecord
 from telebridge.settings import ConfigError, Settings
 from telebridge.tokens import CALL_VARS, sign_call_variables, signing_key
@@ -39,8 +40,6 @@ SDK_TIMEOUT_S = 10
 # URL is refused, so a captured one cannot start the flow again later.
 VARS_TTL_S = 3600.0
 
-_E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
-_SEPARATORS = str.maketrans("", "", " -().\u00a0")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -78,16 +77,11 @@ class PlacementError(Exception):
 
 
 def normalize_number(text: str, what: str) -> str:
-    """`text` as `+digits` (E.164), with spaces, dashes, dots and brackets removed."""
-    cleaned = text.strip().translate(_SEPARATORS)
-    if cleaned.startswith("00"):  # the international prefix many lists use instead of "+"
-        cleaned = "+" + cleaned[2:]
-    if not _E164.fullmatch(cleaned):
-        raise OutboundError(
-            f"{what}: {text.strip()!r} is not an E.164 number (give + and 7 to 15 digits, "
-            "country code first, e.g. +14155550123)"
-        )
-    return "+" + cleaned.lstrip("+")
+    """`text` as a canonical E.164 number (`e164.parse`); OutboundError names `what` if not."""
+    number = e164.parse(text)
+    if number is None:
+        raise OutboundError(f"{what}: {text.strip()!r} is not an E.164 number ({e164.RULE})")
+    return number
 
 
 def check_variable_name(name: str, what: str) -> None:
@@ -229,22 +223,15 @@ class PlivoPlacer:
 
 
 def _plivo_failure(exc: Exception) -> PlacementError:
-    from plivo import exceptions as errors
+    from telebridge.carriers.plivo_rest import failure_text, status_of
 
-    # The SDK's errors carry no status: each class stands for one (see its process_response).
-    refusals: list[tuple[type[Exception], int]] = [
-        (errors.AuthenticationError, 401),
-        (errors.ForbiddenError, 403),
-        (errors.ResourceNotFoundError, 404),
-        (errors.ValidationError, 400),
-        (errors.InvalidRequestError, 422),
-    ]
-    for kind, status in refusals:
-        if isinstance(exc, kind):
-            return PlacementError(f"plivo refused the call: {exc}", placed="no", status=status)
-    if "status code 429" in str(exc):  # other statuses appear only in the message
+    status = status_of(exc)
+    if status == 429:
         return PlacementError("plivo: too many requests", placed="no", status=429)
-    return PlacementError(f"plivo call failed: {exc}", placed="maybe")
+    if status is not None and status < 500:
+        message = f"plivo refused the call: {failure_text(exc)}"
+        return PlacementError(message, placed="no", status=status)
+    return PlacementError(f"plivo call failed: {failure_text(exc)}", placed="maybe", status=status)
 
 
 class VonagePlacer:
@@ -261,14 +248,16 @@ class VonagePlacer:
         self._local = threading.local()
 
     def _client(self) -> Any:
-        from vonage import Auth, HttpClientOptions, Vonage
+        from vonage import Auth
+
+        from telebridge.carriers.vonage_rest import make_client
 
         client = getattr(self._local, "client", None)
         if client is None:
             auth = Auth(application_id=self._application_id, private_key=self._private_key)
             # No transport retries: a resent POST could ring the same person twice.
-            options = HttpClientOptions(api_host=self._host, timeout=SDK_TIMEOUT_S, max_retries=0)
-            client = self._local.client = Vonage(auth, options)
+            client = make_client(auth, self._host, timeout=SDK_TIMEOUT_S, max_retries=0)
+            self._local.client = client
         return client
 
     def place(self, *, to: str, from_: str, urls: CallbackUrls) -> str:
@@ -284,8 +273,11 @@ class VonagePlacer:
             event_url=[urls.status],
             event_method="POST",
         )
+        body = request.model_dump(by_alias=True, exclude_none=True)
         try:
-            response = self._client().voice.create_call(request)
+            # What `voice.create_call` sends; it would fail on an answer that is not JSON.
+            http = self._client().http_client
+            answer = http.post(http.api_host, "/v1/calls", body)
         except HttpRequestError as exc:
             status = exc.response.status_code
             if status == 429:
@@ -293,16 +285,20 @@ class VonagePlacer:
                 raise PlacementError(
                     "vonage: too many requests", placed="no", status=429, retry_after=retry
                 ) from None
-            placed: Literal["no", "maybe"] = "maybe" if status >= 500 else "no"
-            raise PlacementError(
-                f"vonage refused the call: HTTP {status}", placed=placed, status=status
-            ) from None
+            if status >= 500:
+                message = f"vonage call failed: HTTP {status}"
+                raise PlacementError(message, placed="maybe", status=status) from None
+            message = f"vonage refused the call: HTTP {status}"
+            raise PlacementError(message, placed="no", status=status) from None
         except requests.RequestException as exc:
             raise _request_failure("vonage call", exc) from None
         except VonageError as exc:
             message = f"vonage call failed: {type(exc).__name__}"
             raise PlacementError(message, placed="maybe") from None
-        return str(response.uuid)
+        uuid = answer.get("uuid") if isinstance(answer, dict) else None
+        if not isinstance(uuid, str) or not uuid:
+            raise PlacementError("vonage answered without a call uuid", placed="maybe")
+        return uuid
 
 
 def _seconds(value: str | None) -> float | None:

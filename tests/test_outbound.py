@@ -3,7 +3,6 @@ fakes), the `telebridge call` command, and one call answered by the real bridge.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import io
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from telebridge import cli, cli_ops
+from telebridge import cli
 from telebridge.calllog import CallLog
 from telebridge.outbound import (
     Dialer,
@@ -129,30 +128,15 @@ def signed_vars(url: str, keys: Keys | None = None) -> dict[str, str]:
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """`telebridge ARGV` with the operations commands registered, as `cli.main` runs it."""
-    parser = cli._Parser(prog="telebridge")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli._Parser)
-    sub.required = True
-
-    def add(name: str, help: str, handler: cli_ops.Handler) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--config")
-        return p
-
-    cli_ops.register(sub, add)
+    """`telebridge ARGV` through `cli.main`, in this process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level  # the commands set up logging: undo that
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            args = parser.parse_args(argv)
-            code = int(args.handler(args))
-        except SystemExit as exc:
+            code = cli.main(argv)
+        except SystemExit as exc:  # argparse: --help, bad arguments
             code = int(exc.code or 0)
-        except (ConfigError, cli.UsageError) as exc:
-            print(f"telebridge: {exc}", file=err)
-            code = cli.EXIT_USAGE
         finally:
             root.handlers[:] = handlers
             root.setLevel(level)

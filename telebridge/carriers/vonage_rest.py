@@ -41,17 +41,31 @@ class VonageRestError(Exception):
         self.status = status  # the HTTP status, when Vonage answered
 
 
-class _NoSdkDebug(logging.Filter):
-    """The SDK logs its request headers, bearer JWT included, at DEBUG: drop those records."""
+class _QuietSdk(logging.Filter):
+    """The SDK logs its request headers, bearer JWT included, at DEBUG, and every error answer,
+    body and all, as a WARNING; callers turn those answers into their own one-line errors.
+    Only its errors pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
+        return record.levelno >= logging.ERROR
 
 
-def _quiet_sdk_debug() -> None:
+def _quiet_sdk_logs() -> None:
     sdk_logger = logging.getLogger("vonage")
-    if not any(isinstance(f, _NoSdkDebug) for f in sdk_logger.filters):
-        sdk_logger.addFilter(_NoSdkDebug())
+    if not any(isinstance(f, _QuietSdk) for f in sdk_logger.filters):
+        sdk_logger.addFilter(_QuietSdk())
+
+
+def make_client(auth: Auth, api_host: str, *, timeout: int, max_retries: int = 3) -> Vonage:
+    """An SDK client for `api_host` (a host or a URL), with the SDK's logs kept quiet.
+
+    `max_retries` resends a request whose connection failed: 0 for requests that must not be
+    sent twice (a new call)."""
+    _quiet_sdk_logs()
+    options = HttpClientOptions(
+        api_host=host_of(api_host), timeout=timeout, max_retries=max_retries
+    )
+    return Vonage(auth, options)
 
 
 def load_private_key(value: str) -> str:
@@ -108,7 +122,6 @@ class VonageRest:
         timeout: int = 5,
         max_retries: int = 2,
     ) -> None:
-        _quiet_sdk_debug()
         self._application_id = application_id
         self._private_key = load_private_key(private_key)
         self._default_host = host_of(api_host)
@@ -142,11 +155,11 @@ class VonageRest:
                     oldest = next(h for h in self._clients if h != self._default_host)
                     del self._clients[oldest]
                 try:
-                    client = Vonage(
+                    client = make_client(
                         Auth(application_id=self._application_id, private_key=self._private_key),
-                        HttpClientOptions(
-                            api_host=host, timeout=self._timeout, max_retries=self._max_retries
-                        ),
+                        host,
+                        timeout=self._timeout,
+                        max_retries=self._max_retries,
                     )
                 except VonageError as exc:
                     raise ConfigError(

@@ -3,14 +3,17 @@
 Covers what telebridge uses: hang up (`DELETE .../Call/{uuid}/`), transfer
 (`POST .../Call/{uuid}/`), outbound calls (`POST .../Call/`), the account (`GET .../`),
 applications (list, create, get, update) and numbers (get, attach to an application), with Basic
-auth checked as Plivo does.
+auth checked as Plivo does. It can also fail as a carrier does: an error status, a body that is
+not JSON (a proxy's page), or no answer in time, for every request or only some.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -21,6 +24,17 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+
+async def hold(request: Request, delay: float) -> None:
+    """Wait `delay` seconds before answering `request` (its body already read), or less if the
+    client gives up first: a client that timed out must not hold the server's shutdown."""
+    if delay <= 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
 
 
 @dataclass
@@ -39,7 +53,14 @@ class FakePlivoApi:
     ended: set[str] = field(default_factory=set)
     on_hangup: Callable[[str], Coroutine[Any, Any, None]] | None = None
     on_transfer: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
-    fail_status: int | None = None  # answer every request with this status
+    # Answer with this status every request, or those fail_only finds.
+    fail_status: int | None = None
+    # With fail_status: this body (text/html) instead of Plivo's JSON error, e.g. a proxy's page.
+    fail_body: str | None = None
+    # Only requests whose "METHOD /path" this regular expression finds fail or are held.
+    fail_only: str | None = None
+    # Seconds to hold each request before answering it (a carrier that answers too late).
+    delay: float = 0.0
     # Called (in a task, after the answer) for every call created, with its request and uuid.
     on_create: Callable[[RecordedRequest, str], Coroutine[Any, Any, None]] | None = None
     # Statuses to answer the next creates with instead of 201, first first (e.g. [429]).
@@ -106,16 +127,29 @@ class FakePlivoApi:
             body = {"_raw": raw.decode(errors="replace")}
         entry = RecordedRequest(request.method, request.url.path, body, time.monotonic())
         self.requests.append(entry)
+        if self._chosen(request):
+            await hold(request, self.delay)
         return entry
+
+    def _chosen(self, request: Request) -> bool:
+        """Whether `request` is one that fails (or is held)."""
+        wanted = self.fail_only
+        return (
+            wanted is None or re.search(wanted, f"{request.method} {request.url.path}") is not None
+        )
 
     def _refusal(self, request: Request) -> Response | None:
         if not self._authorised(request):
             return JSONResponse(
                 {"api_id": str(uuid.uuid4()), "error": "authentication failed"}, 401
             )
-        if self.fail_status is not None:
-            return JSONResponse({"api_id": str(uuid.uuid4()), "error": "failure"}, self.fail_status)
-        return None
+        if self.fail_status is None:
+            return None
+        if not self._chosen(request):
+            return None
+        if self.fail_body is not None:
+            return Response(self.fail_body, self.fail_status, media_type="text/html")
+        return JSONResponse({"api_id": str(uuid.uuid4()), "error": "failure"}, self.fail_status)
 
     async def _create(self, request: Request) -> Response:
         entry = await self._record(request)

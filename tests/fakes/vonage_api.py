@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import tempfile
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from telebridge.simulator.fake_plivo_api import hold
 from telebridge.simulator.serving import ServedApp
 
 # No keep-alive: a pooled TLS connection left open by the SDK would hold the server's
@@ -52,6 +54,14 @@ class VonageApiFake:
     created: list[str] = field(default_factory=list)
     # Applications by id, as Vonage shows them (without `id` and `_links`, added on GET).
     applications: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Answer with this status (before any other check) every request, or those fail_only finds:
+    # with Vonage's JSON error, or with fail_body as text/html when that is set.
+    fail_status: int | None = None
+    fail_body: str | None = None
+    # Only requests whose "METHOD /path" this regular expression finds fail or are held.
+    fail_only: str | None = None
+    # Seconds to hold each request before answering it (a carrier that answers too late).
+    delay: float = 0.0
     api_key: str = "abcd1234"
     api_secret: str = "fake-api-secret"
     # Set on every request, for tests that wait for the bridge to call.
@@ -85,10 +95,31 @@ class VonageApiFake:
             Recorded(request.method, request.url.path, dict(request.headers), data)
         )
         self.received.set()
+        if self._chosen(request):
+            await hold(request, self.delay)
         return data
+
+    def _chosen(self, request: Request) -> bool:
+        """Whether `request` is one that fails (or is held)."""
+        wanted = self.fail_only
+        return (
+            wanted is None or re.search(wanted, f"{request.method} {request.url.path}") is not None
+        )
+
+    def _failure(self, request: Request) -> Response | None:
+        if self.fail_status is None:
+            return None
+        if not self._chosen(request):
+            return None
+        if self.fail_body is not None:
+            return Response(self.fail_body, self.fail_status, media_type="text/html", headers=CLOSE)
+        body = {"title": "Failed", "detail": "the fake was told to fail"}
+        return JSONResponse(body, status_code=self.fail_status, headers=CLOSE)
 
     async def _update(self, request: Request) -> Response:
         await self._record(request)
+        if (failure := self._failure(request)) is not None:
+            return failure
         if request.path_params["uuid"] in self.ended:
             body = {"title": "Not Found", "detail": "call not found"}
             return JSONResponse(body, status_code=404, headers=CLOSE)
@@ -98,6 +129,8 @@ class VonageApiFake:
 
     async def _create(self, request: Request) -> Response:
         await self._record(request)
+        if (failure := self._failure(request)) is not None:
+            return failure
         call_uuid = str(uuidlib.uuid4())
         self.created.append(call_uuid)
         return JSONResponse(
@@ -113,6 +146,8 @@ class VonageApiFake:
 
     async def _list(self, request: Request) -> Response:
         await self._record(request)
+        if (failure := self._failure(request)) is not None:
+            return failure
         if not request.headers.get("authorization", "").startswith("Bearer "):
             return JSONResponse({"title": "Unauthorized"}, status_code=401, headers=CLOSE)
         body = {"count": 0, "page_size": 1, "record_index": 0, "_embedded": {"calls": []},
@@ -121,6 +156,8 @@ class VonageApiFake:
 
     async def _application(self, request: Request) -> Response:
         data = await self._record(request)
+        if (failure := self._failure(request)) is not None:
+            return failure
         expected = base64.b64encode(f"{self.api_key}:{self.api_secret}".encode()).decode()
         if request.headers.get("authorization") != f"Basic {expected}":
             return JSONResponse({"title": "Unauthorized"}, status_code=401, headers=CLOSE)
