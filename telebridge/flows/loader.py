@@ -19,12 +19,12 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from telebridge import e164
 from telebridge.flows import template
 
 # Problem and FlowError live with the model (a Flow carries its warnings); import them from here.
 from telebridge.flows.model import (
     DTMF_KEYS,
-    E164,
     TRANSFER_TIMEOUT,
     WEBHOOK_TIMEOUT,
     Flow,
@@ -392,10 +392,10 @@ class _Reader:
             self.error(_line(node), sid, "transfer needs 'to' (a number such as +14155550123)")
             return None
         to = self.template(keys["to"][1], sid, "transfer: to")
-        if to is not None and "{{" not in to and not E164.fullmatch(to):
-            self.error(
-                keys["to"][0], sid, f"transfer number {to!r} is not E.164: '+' then 8 to 15 digits"
-            )
+        # A file holds numbers in the canonical form only: "4155550123" could be a national
+        # number missing its country code, which read as E.164 would ring someone abroad.
+        if to is not None and "{{" not in to and not e164.is_e164(to):
+            self.error(keys["to"][0], sid, f"transfer number {to!r} is not E.164: {e164.RULE}")
         timeout = self.timeout(keys, sid, "transfer", 600, TRANSFER_TIMEOUT)
         return Transfer(to, timeout) if to is not None and timeout is not None else None
 

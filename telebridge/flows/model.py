@@ -8,7 +8,6 @@ missing step, an unreachable step, an endless loop...), so they apply however a 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,6 @@ DTMF_KEYS = frozenset("0123456789*#ABCD")
 # Seconds allowed when a flow does not say.
 WEBHOOK_TIMEOUT = 5.0
 TRANSFER_TIMEOUT = 30.0
-
-# A number a call can be transferred to: "+", a country code (never 0), 8 to 15 digits in all.
-E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
 
 @dataclass(frozen=True)

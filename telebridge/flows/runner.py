@@ -41,9 +41,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from telebridge import e164
 from telebridge.flows import template
 from telebridge.flows.model import (
-    E164,
     Flow,
     Gather,
     Pause,
@@ -346,14 +346,17 @@ class FlowRunner:
     # --- transfer and webhook ------------------------------------------------------------
 
     async def _transfer(self, step: Step, spec: Transfer) -> _Goto | _End:
-        to = self._render(spec.to, step)
+        rendered = self._render(spec.to, step)
         await self._port.wait_played()  # let "connecting you" finish first
-        if E164.fullmatch(to):
+        # Read as `telebridge call` reads numbers: variables come from carriers (Plivo's
+        # {{caller}} has no "+") and webhooks, not from a file checked beforehand.
+        to = e164.parse(rendered)
+        if to is not None:
             if await self._port.transfer(to, spec.timeout):
                 return _End("transfer")
             logger.warning("%s transfer to %s was not accepted", self._tag, to)
         else:
-            logger.error("%s step %r: %r is not an E.164 number", self._tag, step.id, to)
+            logger.error("%s step %r: %r is not an E.164 number", self._tag, step.id, rendered)
         if step.on_error is not None:
             return _Goto(step.on_error)
         return _End("error:transfer failed")
