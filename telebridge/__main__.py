@@ -1,5 +1,5 @@
 """`python -m telebridge` is the same as the `telebridge` console script."""
 
-from telebridge.cli import main
+from telebridge.cli.main import main
 
 raise SystemExit(main())

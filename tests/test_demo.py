@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.audio import read_wav
+from telebridge.call.audio import read_wav
 
 REPO = Path(__file__).resolve().parent.parent
 # Settings of the developer's shell, and an enclosing make's flags, must not leak in.

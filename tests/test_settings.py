@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from telebridge.settings import ConfigError, Settings, load_settings
-from tests.test_cli import PREFIXES, clean_env, one_line_error, telebridge
+from tests.cli.test_main import PREFIXES, clean_env, one_line_error, telebridge
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ENV = REPO / "config" / "example.env"

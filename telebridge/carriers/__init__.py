@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from telebridge.audio import Codec
-from telebridge.events import CallEvent, WireMessage
+from telebridge.call.audio import Codec
+from telebridge.call.events import CallEvent, WireMessage
 
 
 class CarrierStream(Protocol):

@@ -16,8 +16,8 @@ from typing import Any
 from plivo import plivoxml
 from plivo.utils.signature_v3 import validate_v3_signature
 
-from telebridge.audio import Codec
-from telebridge.events import (
+from telebridge.call.audio import Codec
+from telebridge.call.events import (
     CallerAudio,
     CallEvent,
     Cleared,

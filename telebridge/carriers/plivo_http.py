@@ -17,14 +17,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from telebridge.call.events import Started
 from telebridge.carriers import plivo
 from telebridge.carriers.plivo_rest import PlivoRest
-from telebridge.events import Started
 from telebridge.flows.library import UnknownFlow
 from telebridge.tokens import PLIVO_TRANSFER, StreamGrant, TokenError, sign_claims, verify_claims
 
 if TYPE_CHECKING:
-    from telebridge.app import Bridge
+    from telebridge.server.app import Bridge
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 # Plivo fetches a transfer's XML at once; a token older than this is not honoured.

@@ -21,8 +21,8 @@ import jwt
 from pydantic import ValidationError
 from vonage_voice.models import Connect, NccoAction, PhoneEndpoint, Talk, WebsocketEndpoint
 
-from telebridge.audio import Codec
-from telebridge.events import (
+from telebridge.call.audio import Codec
+from telebridge.call.events import (
     CallerAudio,
     CallEvent,
     Cleared,

@@ -20,15 +20,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from telebridge.call.events import Started
 from telebridge.carriers import vonage
 from telebridge.carriers.plivo_http import BUSY_TEXT, MAX_WEBHOOK_BYTES
 from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
-from telebridge.events import Started
 from telebridge.flows.library import UnknownFlow
 from telebridge.tokens import StreamGrant
 
 if TYPE_CHECKING:
-    from telebridge.app import Bridge
+    from telebridge.server.app import Bridge
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from telebridge.app import WS_MAX_MESSAGE, Bridge, create_app
-from telebridge.session import CallObserver
+from telebridge.call.session import CallObserver
+from telebridge.server.app import WS_MAX_MESSAGE, Bridge, create_app
 from telebridge.settings import Settings, load_settings
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
 from telebridge.simulator.fake_plivo_api import FakePlivoApi

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telebridge.audio import mulaw_to_pcm, write_wav
+from telebridge.call.audio import mulaw_to_pcm, write_wav
 from telebridge.settings import Settings
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall

@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from telebridge.ws_protocol import StreamWebSocketProtocol
+from telebridge.server.ws_protocol import StreamWebSocketProtocol
 
 
 class _QuietServer(uvicorn.Server):

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from telebridge.call.events import ProtocolError
 from telebridge.carriers.plivo import PlivoStream
 from telebridge.carriers.vonage import VonageStream
-from telebridge.events import ProtocolError
 
 START = json.dumps(
     {"event": "start", "start": {"callId": "c", "streamId": "s"}, "sequenceNumber": 1}

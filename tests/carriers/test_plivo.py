@@ -10,9 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from telebridge.call.events import (
+    CallerAudio,
+    Cleared,
+    Digit,
+    Played,
+    ProtocolError,
+    Started,
+    Stopped,
+)
 from telebridge.carriers import plivo
 from telebridge.carriers.plivo import FRAME_BYTES, MAX_FRAMES_PER_MESSAGE, PlivoStream
-from telebridge.events import CallerAudio, Cleared, Digit, Played, ProtocolError, Started, Stopped
 from telebridge.simulator.plivo import plivo_v3_signature
 
 START = {

@@ -22,8 +22,8 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from telebridge.app import Bridge
-from telebridge.audio import FrameEncoder
+from telebridge.call.audio import FrameEncoder
+from telebridge.call.events import CallerAudio, Cleared, Digit, Played, ProtocolError, Started
 from telebridge.carriers import vonage, vonage_http
 from telebridge.carriers.vonage import (
     VonageStream,
@@ -32,7 +32,7 @@ from telebridge.carriers.vonage import (
     transfer_ncco,
     verify_signed_webhook,
 )
-from telebridge.events import CallerAudio, Cleared, Digit, Played, ProtocolError, Started
+from telebridge.server.app import Bridge
 from telebridge.settings import Settings
 from telebridge.simulator.serving import ServedApp, bind_loopback
 from telebridge.tokens import (
@@ -504,7 +504,7 @@ async def test_answer_with_forged_or_expired_vars_is_refused(
         }
         for what, token in refused.items():
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="telebridge.app"):
+            with caplog.at_level(logging.WARNING, logger="telebridge.server.app"):
                 response = await client.post(
                     f"/vonage/answer?vars={token}", content=body, headers=auth(body)
                 )

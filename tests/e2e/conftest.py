@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from telebridge.audio import pcm_to_mulaw
+from telebridge.call.audio import pcm_to_mulaw
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.tts.standin import Faults, StandinServer, render
 from telebridge.tts.waves import WavesClient

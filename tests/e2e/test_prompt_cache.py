@@ -7,8 +7,8 @@ from typing import Any
 
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.tts.standin import StandinServer
+from tests.cli.test_main import REPO, clean_env, one_line_error, telebridge
 from tests.e2e.conftest import FLOWS, mulaw_of
-from tests.test_cli import REPO, clean_env, one_line_error, telebridge
 
 GREETING = "Hello from the test line."
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from telebridge.app import WS_MAX_MESSAGE, Bridge, create_app
+from telebridge.server.app import WS_MAX_MESSAGE, Bridge, create_app
 from telebridge.settings import load_settings
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_TOKEN
 from telebridge.simulator.plivo import PlivoCall

@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _usage(message: str) -> Exception:
-    from telebridge.cli import UsageError
+    from telebridge.cli.main import UsageError
 
     return UsageError(message)
 
@@ -50,7 +50,7 @@ def _quiet_logs() -> None:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from telebridge import outbound
+    from telebridge.outbound import placing as outbound
 
     settings = _settings(args)
     _quiet_logs()
@@ -86,7 +86,8 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def _wait_for(settings: Settings, carrier: str, attempt: str, request_id: str, limit: float) -> Any:
-    from telebridge import calllog, outbound
+    from telebridge.calllog import store as calllog
+    from telebridge.outbound import placing as outbound
 
     try:
         log = calllog.CallLog.from_settings(settings)
@@ -157,7 +158,8 @@ def _retry_on(text: str) -> tuple[str, ...]:
 
 
 def cmd_campaign_run(args: argparse.Namespace) -> int:
-    from telebridge import campaign, outbound
+    from telebridge.outbound import campaign
+    from telebridge.outbound import placing as outbound
 
     settings = _settings(args)
     _quiet_logs()
@@ -185,7 +187,8 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
 
 
 def cmd_campaign_resume(args: argparse.Namespace) -> int:
-    from telebridge import campaign, outbound
+    from telebridge.outbound import campaign
+    from telebridge.outbound import placing as outbound
 
     settings = _settings(args)
     _quiet_logs()
@@ -213,7 +216,9 @@ def cmd_campaign_resume(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
-    from telebridge import calllog, campaign, outbound
+    from telebridge.calllog import store as calllog
+    from telebridge.outbound import campaign
+    from telebridge.outbound import placing as outbound
 
     progress = Progress()
     try:
@@ -251,7 +256,7 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
 
 
 def cmd_configure_plivo(args: argparse.Namespace) -> int:
-    from telebridge import configure
+    from telebridge.admin import configure
 
     settings = _settings(args)
     _quiet_logs()
@@ -272,7 +277,7 @@ def cmd_configure_plivo(args: argparse.Namespace) -> int:
 
 
 def cmd_configure_vonage(args: argparse.Namespace) -> int:
-    from telebridge import configure
+    from telebridge.admin import configure
 
     settings = _settings(args)
     _quiet_logs()
@@ -292,7 +297,7 @@ def cmd_configure_vonage(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from telebridge import doctor
+    from telebridge.admin import doctor
 
     _quiet_logs()
     checks = doctor.diagnose(lambda: _settings(args))

@@ -26,15 +26,16 @@ from starlette.routing import BaseRoute, Route
 from starlette.websockets import WebSocket, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
-from telebridge.calllog import CallLog
+from telebridge.call.events import ProtocolError, Started, WireMessage
+from telebridge.call.session import STOP_SPEECH_WAIT, CallObserver, CallSession, TransportClosed
+from telebridge.calllog.store import CallLog
 from telebridge.carriers import CallControl, CarrierStream
-from telebridge.events import ProtocolError, Started, WireMessage
 from telebridge.flows import template
 from telebridge.flows.library import FlowLibrary, UnknownFlow
 from telebridge.flows.model import Say
 from telebridge.logs import current_call
-from telebridge.metrics import Metrics
-from telebridge.session import STOP_SPEECH_WAIT, CallObserver, CallSession, TransportClosed
+from telebridge.server.metrics import Metrics
+from telebridge.server.ws_protocol import ABORT, IGNORE, SEND_MANY, MessageFilter
 from telebridge.settings import ConfigError, Settings
 from telebridge.tokens import (
     CALL_VARS,
@@ -52,7 +53,6 @@ from telebridge.tts.errors import TTSError
 from telebridge.tts.guard import WavesGuard
 from telebridge.tts.standin import StandinServer
 from telebridge.tts.waves import SpeechOptions, Synthesizer, WavesClient
-from telebridge.ws_protocol import ABORT, IGNORE, SEND_MANY, MessageFilter
 
 logger = logging.getLogger(__name__)
 

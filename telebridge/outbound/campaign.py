@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from telebridge.calllog import CallLog, CallRecord
-from telebridge.outbound import (
+from telebridge.calllog.store import CallLog, CallRecord
+from telebridge.outbound.placing import (
     OUTCOMES,
     UNKNOWN,
     Dialer,

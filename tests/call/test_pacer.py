@@ -1,4 +1,4 @@
-"""Tests for telebridge.pacer: bounded lead, room and wait in agreement, underrun counting."""
+"""Tests for telebridge.call.pacer: bounded lead, room and wait in agreement, underrun counting."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telebridge.pacer import Pacer
+from telebridge.call.pacer import Pacer
 
 TOL = 1e-6  # the pacer's own float slack
 

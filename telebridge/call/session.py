@@ -20,9 +20,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from telebridge.audio import FrameEncoder
-from telebridge.carriers import CallControl, CarrierStream
-from telebridge.events import (
+from telebridge.call.audio import FrameEncoder
+from telebridge.call.events import (
     CallerAudio,
     CallEvent,
     Cleared,
@@ -33,8 +32,9 @@ from telebridge.events import (
     Stopped,
     WireMessage,
 )
+from telebridge.call.pacer import Pacer
+from telebridge.carriers import CallControl, CarrierStream
 from telebridge.flows import Flow, FlowRecorder, FlowRunner, SpeechOverrides
-from telebridge.pacer import Pacer
 from telebridge.tts.errors import (
     TTSError,
     WavesAuthError,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.doctor import Check, check_public_url, check_secret, diagnose, format_table
+from telebridge.admin.doctor import Check, check_public_url, check_secret, diagnose, format_table
 from telebridge.settings import load_settings
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
+from telebridge.simulator.fake_vonage_api import VonageApiFake
 from telebridge.tts.standin import StandinServer
-from tests.fakes.vonage_api import VonageApiFake
-from tests.test_outbound import (
+from tests.outbound.test_placing import (
     AUTH_ID,
     AUTH_TOKEN,
     PUBLIC,

@@ -1,4 +1,4 @@
-"""Tests for telebridge.calllog: schema and migrations, recording, durability, reads and output."""
+"""Tests for the call log: schema and migrations, recording, durability, reads and output."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from telebridge.calllog import (
+from telebridge.calllog.store import (
     NO_STREAM,
     SCHEMA_VERSION,
     CallLog,
@@ -442,7 +442,7 @@ def test_one_bad_record_does_not_lose_the_others(
     recorder.step_entered("menu")
     recorder.note("broken", value=loop)
     recorder.step_entered("goodbye")
-    with caplog.at_level(logging.ERROR, logger="telebridge.calllog"):
+    with caplog.at_level(logging.ERROR, logger="telebridge.calllog.store"):
         record = log.get("plivo", "c-1")
     assert record is not None
     assert record.steps == ["menu", "goodbye"]
@@ -457,7 +457,7 @@ def test_records_after_close_are_dropped_with_a_warning(
     recorder = log.start_call(**CALL)
     log.close()
     log.close()  # idempotent
-    with caplog.at_level(logging.WARNING, logger="telebridge.calllog"):
+    with caplog.at_level(logging.WARNING, logger="telebridge.calllog.store"):
         recorder.step_entered("late")
     assert any("closed" in r.getMessage() for r in caplog.records)
     with pytest.raises(RuntimeError, match="closed"):
@@ -496,7 +496,7 @@ def test_everything_recorded_is_on_disk_after_close(db: Path) -> None:
 
 CRASHING_SERVER = """
 import sys, time
-from telebridge.calllog import CallLog
+from telebridge.calllog.store import CallLog
 log = CallLog(sys.argv[1])
 recorder = log.start_call(carrier="plivo", call_id="crash", direction="inbound",
                           from_number="+1", to_number="+2", flow="demo", variables={"a": "1"})

@@ -1,4 +1,4 @@
-"""Tests for telebridge.audio: framing is chunking-independent and exact; WAV in and out."""
+"""Tests for telebridge.call.audio: framing is chunking-independent and exact; WAV in and out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telebridge.audio import (
+from telebridge.call.audio import (
     AudioFormatError,
     Codec,
     FrameEncoder,

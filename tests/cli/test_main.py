@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.calllog import CallLog
-from telebridge.cli import build_parser
+from telebridge.calllog.store import CallLog
+from telebridge.cli.main import build_parser
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FLOWS = REPO / "config" / "flows"
 PREFIXES = ("WAVES_", "PLIVO_", "VONAGE_", "TELEBRIDGE_")
 

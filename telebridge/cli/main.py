@@ -41,9 +41,9 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from telebridge.app import WS_MAX_MESSAGE, Bridge, DrainingServer, create_app
     from telebridge.flows import FlowError
-    from telebridge.ws_protocol import StreamWebSocketProtocol
+    from telebridge.server.app import WS_MAX_MESSAGE, Bridge, DrainingServer, create_app
+    from telebridge.server.ws_protocol import StreamWebSocketProtocol
 
     overrides: dict[str, object] = {}
     if args.host is not None:
@@ -167,7 +167,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_calls(args: argparse.Namespace) -> int:
-    from telebridge import calllog
+    from telebridge.calllog import store as calllog
 
     settings = _settings(args)
     since = None
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--since", help="only calls since then: ISO date/time or an age like 2h, 7d")
     calls.add_argument("--limit", type=int, help="only the newest N calls")
 
-    from telebridge import cli_ops
+    from telebridge.cli import ops as cli_ops
 
     cli_ops.register(sub, add)
 

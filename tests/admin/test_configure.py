@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from telebridge.configure import ConfigureError, configure_vonage, format_report
+from telebridge.admin.configure import ConfigureError, configure_vonage, format_report
 from telebridge.settings import ConfigError, Settings
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
-from tests.fakes.vonage_api import VonageApiFake
-from tests.test_outbound import (
+from telebridge.simulator.fake_vonage_api import VonageApiFake
+from tests.outbound.test_placing import (
     PUBLIC,
     VONAGE_APP,
     clean_env,

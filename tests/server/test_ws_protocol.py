@@ -7,8 +7,8 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from telebridge.server.ws_protocol import HIGH_WATER, IGNORE, SEND_MANY, StreamWebSocketProtocol
 from telebridge.simulator.serving import ServedApp
-from telebridge.ws_protocol import HIGH_WATER, IGNORE, SEND_MANY, StreamWebSocketProtocol
 
 
 class CountingProtocol(StreamWebSocketProtocol):

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from telebridge import configure, outbound
+from telebridge.admin import configure
+from telebridge.outbound import placing as outbound
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
-from tests.fakes.vonage_api import VonageApiFake
-from tests.test_outbound import (
+from telebridge.simulator.fake_vonage_api import VonageApiFake
+from tests.outbound.test_placing import (
     FROM,
     PUBLIC,
     SECRET,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.calllog import CallLog, CallRecorder
-from telebridge.campaign import (
+from telebridge.calllog.store import CallLog, CallRecorder
+from telebridge.outbound.campaign import (
     CampaignError,
     CampaignRunner,
     CampaignState,
@@ -28,11 +28,11 @@ from telebridge.campaign import (
     start,
     state_path_for,
 )
-from telebridge.outbound import Dialer
+from telebridge.outbound.placing import Dialer
 from telebridge.settings import load_settings
 from telebridge.simulator.fake_plivo_api import FakePlivoApi, RecordedRequest
 from telebridge.tokens import Keys
-from tests.test_outbound import (
+from tests.outbound.test_placing import (
     FROM,
     clean_env,
     cli_env,
@@ -44,7 +44,7 @@ from tests.test_outbound import (
 
 __all__ = ["clean_env", "plivo_api"]  # fixtures shared with test_outbound
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CAUSES = {"busy": "Busy Line", "no-answer": "No Answer", "failed": "Invalid Destination Address"}
 
 
@@ -333,7 +333,7 @@ async def test_a_killed_campaign_resumes_without_calling_anyone_twice(
     cli_env(monkeypatch, tmp_path, url)
     list_path = write_list(tmp_path / "list.csv", people(8))
     script = (
-        "import sys; from tests.test_outbound import run_cli; "
+        "import sys; from tests.outbound.test_placing import run_cli; "
         "code, out, err = run_cli(sys.argv[1:]); sys.stderr.write(err); sys.exit(code)"
     )
     argv = ["campaign", "run", str(list_path), "--carrier", "plivo", "--from", FROM,

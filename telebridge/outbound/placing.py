@@ -24,7 +24,7 @@ from urllib.parse import quote
 import requests
 
 from telebridge import e164
-from telebridge.calllog import NO_STREAM, CallLog, CallRecord
+from telebridge.calllog.store import NO_STREAM, CallLog, CallRecord
 from telebridge.settings import ConfigError, Settings
 from telebridge.tokens import CALL_VARS, sign_call_variables, signing_key
 

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from telebridge import cli
-from telebridge.calllog import CallLog
-from telebridge.outbound import (
+from telebridge.calllog.store import CallLog
+from telebridge.cli import main as cli
+from telebridge.outbound.placing import (
     Dialer,
     OutboundError,
     PlacementError,
@@ -35,13 +35,13 @@ from telebridge.outbound import (
 from telebridge.settings import ConfigError, Settings, load_settings
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_TOKEN, LocalBridge
 from telebridge.simulator.fake_plivo_api import FakePlivoApi, RecordedRequest
+from telebridge.simulator.fake_vonage_api import VonageApiFake
 from telebridge.simulator.plivo import signed_headers
 from telebridge.simulator.serving import ServedApp, bind_loopback
 from telebridge.tokens import CALL_VARS, Keys, TokenError, read_call_variables, sign_call_variables
 from telebridge.tts.standin import StandinServer
 from telebridge.tts.waves import WavesClient
 from tests.e2e.conftest import mulaw_of
-from tests.fakes.vonage_api import VonageApiFake
 
 AUTH_ID = "MA" + "OUTBOUNDTEST000000"
 AUTH_TOKEN = "outbound-test-token"

@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from telebridge.outbound import OutboundError, normalize_number
+from telebridge.outbound.placing import OutboundError, normalize_number
 from telebridge.settings import ConfigError, Settings
 
 logger = logging.getLogger(__name__)
