@@ -34,7 +34,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.common import raise_fd_limit
-from telebridge.server.app import Bridge, create_app
+from telebridge.server import Bridge, create_app
 from telebridge.server.ws_protocol import StreamWebSocketProtocol
 from telebridge.settings import load_settings
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN, SIM_VONAGE_SECRET

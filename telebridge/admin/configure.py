@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from telebridge.carriers import paths
 from telebridge.outbound.placing import OutboundError, normalize_number
 from telebridge.settings import ConfigError, Settings
 
@@ -78,13 +79,13 @@ def _text(value: object) -> str:
 def plivo_urls(settings: Settings) -> dict[str, str]:
     base = settings.require_public_url()
     return {
-        "answer_url": f"{base}/plivo/answer",
+        "answer_url": f"{base}{paths.PLIVO_ANSWER}",
         "answer_method": "POST",
-        "hangup_url": f"{base}/plivo/hangup",
+        "hangup_url": f"{base}{paths.PLIVO_HANGUP}",
         "hangup_method": "POST",
         # Plivo asks the fallback when the answer URL failed three times: the bridge again, as
         # the failure is most often a short outage or a slow restart.
-        "fallback_answer_url": f"{base}/plivo/answer",
+        "fallback_answer_url": f"{base}{paths.PLIVO_ANSWER}",
         "fallback_method": "POST",
     }
 
@@ -262,9 +263,9 @@ def configure_plivo(
 # --- Vonage ----------------------------------------------------------------------------------
 
 VONAGE_WEBHOOKS = (  # (webhook, path, method)
-    ("answer_url", "/vonage/answer", "GET"),
-    ("event_url", "/vonage/event", "POST"),
-    ("fallback_answer_url", "/vonage/answer", "GET"),
+    ("answer_url", paths.VONAGE_ANSWER, "GET"),
+    ("event_url", paths.VONAGE_EVENT, "POST"),
+    ("fallback_answer_url", paths.VONAGE_ANSWER, "GET"),
 )
 
 

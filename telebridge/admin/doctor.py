@@ -92,9 +92,7 @@ def check_flows(settings: Settings) -> Check:
     from telebridge.flows.library import FlowLibrary
 
     try:
-        library = FlowLibrary(
-            settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
-        )
+        library = FlowLibrary.from_settings(settings)
     except FlowError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "errors"
         return _fix("flows", f"TELEBRIDGE_FLOW / TELEBRIDGE_FLOWS_DIR: {first}")
@@ -115,7 +113,7 @@ def check_calllog(settings: Settings) -> Check:
 
 
 async def _speak(url: str, key: str, wait: float) -> int:
-    from telebridge.tts.waves import SpeechOptions, WavesClient
+    from telebridge.tts import SpeechOptions, WavesClient
 
     options = SpeechOptions(voice_id="emily")
     async with WavesClient(url, key, first_chunk_timeout=wait, open_timeout=wait) as client:

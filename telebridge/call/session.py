@@ -14,11 +14,9 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
-
-import httpx
+from typing import Any
 
 from telebridge.call.audio import FrameEncoder
 from telebridge.call.events import (
@@ -33,8 +31,15 @@ from telebridge.call.events import (
     WireMessage,
 )
 from telebridge.call.pacer import Pacer
-from telebridge.carriers import CallControl, CarrierStream
-from telebridge.flows import Flow, FlowRecorder, FlowRunner, SpeechOverrides
+from telebridge.call.ports import (
+    CallControl,
+    CallObserver,
+    CarrierStream,
+    Transport,
+    TransportClosed,
+)
+from telebridge.flows import Flow, FlowIO, FlowRecorder, FlowRunner, SpeechOverrides
+from telebridge.tts import SpeechOptions, Synthesizer
 from telebridge.tts.errors import (
     TTSError,
     WavesAuthError,
@@ -43,7 +48,6 @@ from telebridge.tts.errors import (
     WavesTimeout,
 )
 from telebridge.tts.guard import speech_deadline
-from telebridge.tts.waves import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
 
@@ -67,20 +71,14 @@ STOP_SPEECH_WAIT = 10.0
 APOLOGY = "We are sorry, we cannot continue this call right now. Please call again later."
 
 
-class TransportClosed(Exception):
-    """The carrier's WebSocket is gone."""
-
-
-class Transport(Protocol):
-    """The carrier's WebSocket as the session sees it."""
-
-    async def receive(self) -> str | bytes: ...
-    async def send_many(self, messages: Sequence[WireMessage]) -> None: ...
-    async def close(self, code: int = 1000) -> None: ...
-
-
-# call id, what happened, details: for timelines, metrics and tests.
-CallObserver = Callable[[str, str, dict[str, Any]], None]
+def speech_for(base: SpeechOptions, overrides: SpeechOverrides) -> SpeechOptions:
+    """The bridge's speech settings with a step's voice, speed and language put over them."""
+    return replace(
+        base,
+        voice_id=overrides.voice or base.voice_id,
+        speed=overrides.speed if overrides.speed is not None else base.speed,
+        language=overrides.language or base.language,
+    )
 
 
 class CallState(enum.Enum):
@@ -165,10 +163,10 @@ class CallSession:
         variables: dict[str, str],
         *,
         recorder: FlowRecorder | None = None,
-        http: httpx.AsyncClient | None = None,
+        io: FlowIO | None = None,
     ) -> str:
         """Run the flow until it ends or the caller goes; returns the call's outcome."""
-        runner = FlowRunner(flow, self, variables=variables, recorder=recorder, http=http)
+        runner = FlowRunner(flow, self, variables=variables, recorder=recorder, io=io)
         reader = asyncio.create_task(self._read_loop(), name=f"read:{self.call_id}")
         sender = asyncio.create_task(self._send_loop(), name=f"send:{self.call_id}")
         flow_task = asyncio.create_task(self._run_flow(runner), name=f"flow:{self.call_id}")
@@ -434,12 +432,7 @@ class CallSession:
         if barge_in and self._digits:
             return  # a key already cut this prompt off before it began
         self._start_prompt(barge_in)
-        options = replace(
-            self._speech,
-            voice_id=overrides.voice or self._speech.voice_id,
-            speed=overrides.speed if overrides.speed is not None else self._speech.speed,
-            language=overrides.language or self._speech.language,
-        )
+        options = speech_for(self._speech, overrides)
         self._utterance += 1
         self._emit("prompt", text=text, utterance=self._utterance)
         started = self._clock()

@@ -1,60 +1,10 @@
-"""Carriers: each module turns one carrier's stream protocol into neutral call events and back.
+"""Carriers: one folder room per carrier protocol and its edges.
 
-`CarrierStream` is the sans-I/O shape every carrier's stream protocol has; `CallControl` is the
-carrier's out-of-band control of one call (REST hangup and transfer). The session knows nothing
-else of a carrier.
+- `plivo.py`, `vonage.py`: sans-I/O stream protocols (carrier messages <-> neutral call events);
+- `plivo_http.py`, `vonage_http.py`: the carrier's webhooks and stream route, on a `CallHost`;
+- `plivo_rest.py`, `vonage_rest.py`: the carriers' REST APIs (hangup, transfer, placing calls);
+- `host.py`, `webhooks.py`, `paths.py`: what the routes need of the server, and share.
+
+May import: `telebridge.call` (events, audio, ports), `telebridge.flows`, and the root modules
+(settings, tokens, e164, dtmf, logs). Never `telebridge.server`.
 """
-
-from __future__ import annotations
-
-from typing import Protocol
-
-from telebridge.call.audio import Codec
-from telebridge.call.events import CallEvent, WireMessage
-
-
-class CarrierStream(Protocol):
-    """One call's media stream, without I/O: messages in, events out; commands in, messages out."""
-
-    carrier: str
-    codec: Codec
-    sample_rate: int
-    # How many 20 ms frames one outgoing audio message may carry.
-    max_frames_per_message: int
-
-    def receive(self, message: str | bytes) -> list[CallEvent]:
-        """Events in a message from the carrier; raises ProtocolError for a malformed one."""
-        ...
-
-    def ignorable(self, payload: bytes, text: bool) -> bool:
-        """True for a message (its raw payload) that carries nothing the call needs, such as
-        caller audio that is not decoded: the server may drop it before it reaches `receive`."""
-        ...
-
-    def play(self, frames: bytes) -> list[WireMessage]:
-        """Messages that queue `frames` (whole encoded frames, at most max_frames_per_message)."""
-        ...
-
-    def mark(self, name: str) -> list[WireMessage]:
-        """Messages asking the carrier to report `Played(name)` once what precedes has played."""
-        ...
-
-    def clear(self) -> list[WireMessage]:
-        """Messages that empty the carrier's playback queue now."""
-        ...
-
-
-class CallControl(Protocol):
-    """Out-of-band control of one call through the carrier's REST API."""
-
-    async def hangup(self) -> None:
-        """End the call; a call that has already ended is not an error."""
-        ...
-
-    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
-        """Connect the caller to `to`; True when the carrier accepted the transfer."""
-        ...
-
-    async def end_with_message(self, text: str) -> bool:
-        """Speak `text` with the carrier's own TTS, then end the call; False when it cannot."""
-        ...

@@ -29,6 +29,7 @@ from telebridge.call.events import (
     WireMessage,
     json_object,
 )
+from telebridge.dtmf import DTMF_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
 # Base64 of a playAudio payload stays within 16 KB: 76 frames are 12160 bytes, 16216 in base64.
 MAX_FRAMES_PER_MESSAGE = 76
-DIGITS = frozenset("0123456789*#ABCD")
 
 
 class PlivoStream:
@@ -125,7 +125,7 @@ class PlivoStream:
     def _dtmf(data: Mapping[str, Any]) -> Digit:
         dtmf = data.get("dtmf")
         digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-        if not isinstance(digit, str) or digit.upper() not in DIGITS:
+        if not isinstance(digit, str) or digit.upper() not in DTMF_KEYS:
             raise ProtocolError(f"dtmf with an invalid digit {str(digit)[:8]!r}")
         return Digit(digit.upper())
 

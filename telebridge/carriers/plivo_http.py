@@ -18,13 +18,13 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from telebridge.call.events import Started
-from telebridge.carriers import plivo
+from telebridge.carriers import paths, plivo
 from telebridge.carriers.plivo_rest import PlivoRest
 from telebridge.flows.library import UnknownFlow
 from telebridge.tokens import PLIVO_TRANSFER, StreamGrant, TokenError, sign_claims, verify_claims
 
 if TYPE_CHECKING:
-    from telebridge.server.app import Bridge
+    from telebridge.server import Bridge
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 # Plivo fetches a transfer's XML at once; a token older than this is not honoured.
@@ -51,7 +51,9 @@ class PlivoCallControl:
     async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
         claims = {"to": to, "id": self._uuid, "t": int(timeout), "exp": time.time() + TRANSFER_TTL}
         token = sign_claims(self._bridge.keys.key(PLIVO_TRANSFER, "plivo"), claims)
-        await self._rest.transfer(self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}"))
+        await self._rest.transfer(
+            self._uuid, self._bridge.public_url(f"{paths.PLIVO_TRANSFER}?t={token}")
+        )
         return True
 
     async def end_with_message(self, text: str) -> bool:
@@ -60,7 +62,7 @@ class PlivoCallControl:
         token = sign_claims(self._bridge.keys.key(PLIVO_TRANSFER, "plivo"), claims)
         try:
             await self._rest.transfer(
-                self._uuid, self._bridge.public_url(f"/plivo/transfer?t={token}")
+                self._uuid, self._bridge.public_url(f"{paths.PLIVO_TRANSFER}?t={token}")
             )
         except Exception as exc:
             logger.error("plivo call %s: could not speak the apology: %s", self._uuid, exc)
@@ -77,12 +79,12 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         return [
             Route(path, _disabled, methods=["GET", "POST"])
             for path in (
-                "/plivo/answer",
-                "/plivo/hangup",
-                "/plivo/stream-status",
-                "/plivo/transfer",
+                paths.PLIVO_ANSWER,
+                paths.PLIVO_HANGUP,
+                paths.PLIVO_STREAM_STATUS,
+                paths.PLIVO_TRANSFER,
             )
-        ] + [WebSocketRoute("/plivo/stream", _disabled_ws)]
+        ] + [WebSocketRoute(paths.PLIVO_STREAM, _disabled_ws)]
     assert settings.plivo_auth_id and settings.plivo_auth_token
     auth_token = settings.plivo_auth_token.get_secret_value()
     rest = PlivoRest(settings.plivo_auth_id, auth_token, settings.plivo_api_url)
@@ -157,7 +159,8 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             "plivo call %s: answering from %s to %s with flow %s", call_uuid, caller, callee, flow
         )
         xml = plivo.answer_xml(
-            bridge.stream_url("/plivo/stream", grant), bridge.public_url("/plivo/stream-status")
+            bridge.stream_url(paths.PLIVO_STREAM, grant),
+            bridge.public_url(paths.PLIVO_STREAM_STATUS),
         )
         bridge.prefetch(grant, plivo.PlivoStream.sample_rate)
         return Response(xml, media_type=XML)
@@ -215,11 +218,11 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         )
 
     return [
-        Route("/plivo/answer", signed(answer), methods=["GET", "POST"]),
-        Route("/plivo/hangup", signed(hangup), methods=["POST"]),
-        Route("/plivo/stream-status", signed(stream_status), methods=["POST"]),
-        Route("/plivo/transfer", signed(transfer), methods=["GET", "POST"]),
-        WebSocketRoute("/plivo/stream", stream),
+        Route(paths.PLIVO_ANSWER, signed(answer), methods=["GET", "POST"]),
+        Route(paths.PLIVO_HANGUP, signed(hangup), methods=["POST"]),
+        Route(paths.PLIVO_STREAM_STATUS, signed(stream_status), methods=["POST"]),
+        Route(paths.PLIVO_TRANSFER, signed(transfer), methods=["GET", "POST"]),
+        WebSocketRoute(paths.PLIVO_STREAM, stream),
     ]
 
 

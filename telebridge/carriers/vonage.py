@@ -33,11 +33,11 @@ from telebridge.call.events import (
     WireMessage,
     json_object,
 )
+from telebridge.dtmf import DTMF_KEYS
 
 logger = logging.getLogger(__name__)
 
 RATES = (8000, 16000, 24000)
-DIGITS = frozenset("0123456789*#ABCD")
 # The header of the NCCO's websocket endpoint that names the call leg: Vonage's connected
 # message carries no uuid of its own.
 CALL_HEADER = "call_id"
@@ -152,7 +152,7 @@ class VonageStream:
             digit = dtmf.get("digit") if isinstance(dtmf, dict) else dtmf
         if isinstance(digit, int) and not isinstance(digit, bool):
             digit = str(digit)
-        if not isinstance(digit, str) or digit.upper() not in DIGITS:
+        if not isinstance(digit, str) or digit.upper() not in DTMF_KEYS:
             raise ProtocolError(f"dtmf with an invalid digit {str(digit)[:8]!r}")
         return Digit(digit.upper())
 

@@ -21,14 +21,14 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from telebridge.call.events import Started
-from telebridge.carriers import vonage
+from telebridge.carriers import paths, vonage
 from telebridge.carriers.plivo_http import BUSY_TEXT, MAX_WEBHOOK_BYTES
 from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
 from telebridge.flows.library import UnknownFlow
 from telebridge.tokens import StreamGrant
 
 if TYPE_CHECKING:
-    from telebridge.server.app import Bridge
+    from telebridge.server import Bridge
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
     if not settings.vonage_enabled:
         logger.warning("Vonage is disabled: %s", DISABLED_TEXT.split(": ", 1)[1])
         return [
-            Route("/vonage/answer", _disabled, methods=["GET", "POST"]),
-            Route("/vonage/event", _disabled, methods=["GET", "POST"]),
-            WebSocketRoute("/vonage/stream", _disabled_ws),
+            Route(paths.VONAGE_ANSWER, _disabled, methods=["GET", "POST"]),
+            Route(paths.VONAGE_EVENT, _disabled, methods=["GET", "POST"]),
+            WebSocketRoute(paths.VONAGE_STREAM, _disabled_ws),
         ]
     secret = settings.vonage_signature_secret
     secret_text = secret.get_secret_value() if secret is not None else None
@@ -208,7 +208,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             _text(params.get("conversation_uuid")) or "-",
         )
         ncco = vonage.answer_ncco(
-            bridge.stream_url("/vonage/stream", grant), rate, {vonage.CALL_HEADER: call_uuid}
+            bridge.stream_url(paths.VONAGE_STREAM, grant), rate, {vonage.CALL_HEADER: call_uuid}
         )
         bridge.prefetch(grant, rate)
         return JSONResponse(ncco)
@@ -261,9 +261,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         )
 
     return [
-        Route("/vonage/answer", webhook(answer), methods=["GET", "POST"]),
-        Route("/vonage/event", webhook(event), methods=["POST"]),
-        WebSocketRoute("/vonage/stream", stream),
+        Route(paths.VONAGE_ANSWER, webhook(answer), methods=["GET", "POST"]),
+        Route(paths.VONAGE_EVENT, webhook(event), methods=["POST"]),
+        WebSocketRoute(paths.VONAGE_STREAM, stream),
     ]
 
 

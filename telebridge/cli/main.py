@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from telebridge import __version__
+from telebridge.dtmf import DTMF_KEYS
 from telebridge.logs import setup_logging
 from telebridge.settings import ConfigError, Settings, load_settings
 
@@ -42,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from telebridge.flows import FlowError
-    from telebridge.server.app import WS_MAX_MESSAGE, Bridge, DrainingServer, create_app
+    from telebridge.server import WS_MAX_MESSAGE, Bridge, DrainingServer, create_app
     from telebridge.server.ws_protocol import StreamWebSocketProtocol
 
     overrides: dict[str, object] = {}
@@ -134,9 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from telebridge.flows.library import FlowLibrary, UnknownFlow
 
         try:
-            library = FlowLibrary(
-                settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
-            )
+            library = FlowLibrary.from_settings(settings)
             if args.flow:
                 library.get(args.flow)
         except FlowError as exc:
@@ -147,7 +146,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 f"--flow: no flow named {args.flow!r} in {settings.telebridge_flows_dir} "
                 f"(have: {', '.join(library.names)})"
             ) from None
-    bad = set(args.digits) - set("0123456789*#ABCDw")
+    bad = set(args.digits) - DTMF_KEYS - {"w"}
     if bad:
         raise UsageError(
             f"--digits: {''.join(sorted(bad))!r} are not keys (0-9 * # A-D, w to skip)"
@@ -167,7 +166,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_calls(args: argparse.Namespace) -> int:
-    from telebridge.calllog import store as calllog
+    from telebridge import calllog
 
     settings = _settings(args)
     since = None

@@ -86,7 +86,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def _wait_for(settings: Settings, carrier: str, attempt: str, request_id: str, limit: float) -> Any:
-    from telebridge.calllog import store as calllog
+    from telebridge import calllog
     from telebridge.outbound import placing as outbound
 
     try:
@@ -216,7 +216,7 @@ def cmd_campaign_resume(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
-    from telebridge.calllog import store as calllog
+    from telebridge import calllog
     from telebridge.outbound import campaign
     from telebridge.outbound import placing as outbound
 

@@ -11,6 +11,7 @@ from telebridge.flows.loader import (
 from telebridge.flows.model import Flow, Step
 from telebridge.flows.runner import (
     CallPort,
+    FlowIO,
     FlowRecorder,
     FlowRunner,
     NullRecorder,
@@ -21,6 +22,7 @@ __all__ = [
     "CallPort",
     "Flow",
     "FlowError",
+    "FlowIO",
     "FlowRecorder",
     "FlowRunner",
     "NullRecorder",

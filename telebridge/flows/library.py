@@ -12,6 +12,7 @@ from pathlib import Path
 
 from telebridge.flows.loader import FlowError, load_flow, resolve_flow
 from telebridge.flows.model import Flow, Problem
+from telebridge.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ class FlowLibrary:
         for flow in self._flows.values():
             for warning in flow.warnings:
                 logger.warning("flow warning: %s", warning)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FlowLibrary:
+        """The flows the settings name (TELEBRIDGE_FLOWS_DIR, _FLOW, _NUMBERS); raises FlowError."""
+        return cls(
+            settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
+        )
 
     def _add(self, path: Path, errors: list[Problem]) -> str:
         name = path.stem

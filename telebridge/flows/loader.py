@@ -10,7 +10,6 @@ to start only on errors.
 from __future__ import annotations
 
 import re
-import wave
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,11 +19,11 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from telebridge import e164
-from telebridge.flows import template
 
 # Problem and FlowError live with the model (a Flow carries its warnings); import them from here.
+from telebridge.dtmf import DTMF_KEYS
+from telebridge.flows import template
 from telebridge.flows.model import (
-    DTMF_KEYS,
     TRANSFER_TIMEOUT,
     WEBHOOK_TIMEOUT,
     Flow,
@@ -42,6 +41,7 @@ from telebridge.flows.model import (
     check_flow,
     did_you_mean,
 )
+from telebridge.flows.wav import WavError, read_wav
 
 __all__ = ["FlowError", "Problem", "check_files", "load_flow", "parse_flow", "resolve_flow"]
 
@@ -454,13 +454,13 @@ class _Reader:
             return
         full = self.base_dir / path
         try:
-            with wave.open(str(full), "rb") as wav:
-                shape = (wav.getnchannels(), wav.getsampwidth())
-        except FileNotFoundError:
-            self.error(line, sid, f"audio file {str(full)!r} not found")
-            return
-        except (OSError, EOFError, wave.Error) as exc:
-            self.error(line, sid, f"audio file {str(full)!r} is not a readable WAV file: {exc}")
-            return
-        if shape != (1, 2):
-            self.error(line, sid, f"audio file {str(full)!r} must be 16-bit mono PCM WAV")
+            read_wav(full, header_only=True)
+        except WavError as exc:
+            if exc.kind == "missing":
+                self.error(line, sid, f"audio file {str(full)!r} not found")
+            elif exc.kind == "unreadable":
+                self.error(
+                    line, sid, f"audio file {str(full)!r} is not a readable WAV file: {exc.detail}"
+                )
+            else:
+                self.error(line, sid, f"audio file {str(full)!r} must be 16-bit mono PCM WAV")

@@ -18,7 +18,6 @@ from telebridge.flows import template
 # Variables every call has, whatever the flow sets: the runner fills them in.
 BUILTIN_VARIABLES = frozenset({"caller", "callee", "call_id", "carrier", "flow", "digits"})
 
-DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 # Seconds allowed when a flow does not say.
 WEBHOOK_TIMEOUT = 5.0

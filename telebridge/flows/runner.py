@@ -29,17 +29,13 @@ flow's top-level `vars:` defaults, variables given at call start, `set` and webh
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import wave
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
-
-import httpx
 
 from telebridge import e164
 from telebridge.flows import template
@@ -65,6 +61,54 @@ class SpeechOverrides:
     voice: str | None = None
     speed: float | None = None
     language: str | None = None
+
+
+class FetchFailed(Exception):
+    """The webhook gave no answer (refused, timed out, broken); the text says which."""
+
+
+class FlowIO(Protocol):
+    """What a flow needs from outside the call: the webhook step's HTTP and `play`'s audio files.
+
+    `telebridge.flows.fetch.HttpFlowIO` is the real one; the runner itself does no I/O.
+    """
+
+    async def post_json(
+        self,
+        url: str,
+        payload: Mapping[str, object],
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[int, bytes]:
+        """POST `payload` as JSON: the answer's status and body; raises FetchFailed."""
+        ...
+
+    async def load_audio(self, path: Path) -> tuple[bytes, int]:
+        """16-bit mono PCM and its sample rate; raises FlowRunError for an unreadable file."""
+        ...
+
+
+def start_variables(flow: Flow, variables: dict[str, str]) -> dict[str, str]:
+    """A call's variables when its flow starts: `flow`, `digits`, the flow's defaults, then the
+    variables given at call start (caller, callee, call_id, carrier and the call's own)."""
+    return {"flow": flow.name, "digits": "", **flow.defaults, **variables}
+
+
+def step_overrides(step: Step) -> SpeechOverrides:
+    return SpeechOverrides(step.voice, step.speed, step.language)
+
+
+def opening_prompt(flow: Flow, variables: dict[str, str]) -> tuple[str, SpeechOverrides] | None:
+    """What the flow says first, and how, when it is known before the call runs (no `set` or
+    webhook before it, every variable it names given): the server starts synthesising it while
+    the carrier opens the stream. The runner renders that same text with the same variables."""
+    step = flow.steps[flow.start]
+    if step.set or step.webhook or not step.prompt or not isinstance(step.prompt[0], Say):
+        return None
+    text = step.prompt[0].text
+    values = start_variables(flow, variables)
+    if not set(template.names(text)) <= values.keys():
+        return None
+    return template.render(text, values), step_overrides(step)
 
 
 class CallPort(Protocol):
@@ -167,19 +211,16 @@ class FlowRunner:
         *,
         variables: dict[str, str],
         recorder: FlowRecorder | None = None,
-        http: httpx.AsyncClient | None = None,
+        io: FlowIO | None = None,
         max_steps: int = 1000,
     ) -> None:
         self.flow = flow
-        self.variables: dict[str, str] = {"flow": flow.name, "digits": ""}
-        self.variables.update(flow.defaults)
-        self.variables.update(variables)
+        self.variables = start_variables(flow, variables)
         self.state: Literal["ready", "running", "done"] = "ready"
         self.step: str | None = None  # the step being run, for logs
         self._port = port
         self._recorder: FlowRecorder = recorder or NullRecorder()
-        self._http = http
-        self._own_http: httpx.AsyncClient | None = None
+        self._io = io
         self._max_steps = max_steps
         self._audio: dict[Path, tuple[bytes, int]] = {}
 
@@ -199,8 +240,6 @@ class FlowRunner:
             outcome = f"error:{exc or type(exc).__name__}"
         finally:
             self.state = "done"
-            if self._own_http is not None:
-                await self._own_http.aclose()
         logger.info("%s ended at step %r: %s", self._tag, self.step, outcome)
         return outcome
 
@@ -280,7 +319,7 @@ class FlowRunner:
 
     async def _queue(self, step: Step, parts: Sequence[_Part], *, barge_in: bool) -> str:
         """Queue the prompt; with barge-in, stop at the first key and return the keys so far."""
-        overrides = SpeechOverrides(step.voice, step.speed, step.language)
+        overrides = step_overrides(step)
         keys = ""
         for part in parts:
             if isinstance(part, Say | _Spoken):
@@ -340,7 +379,7 @@ class FlowRunner:
     async def _load_audio(self, path: str) -> tuple[bytes, int]:
         full = Path(path) if Path(path).is_absolute() else (self.flow.base_dir or Path()) / path
         if full not in self._audio:
-            self._audio[full] = await asyncio.to_thread(_read_wav, full)
+            self._audio[full] = await self._need_io().load_audio(full)
         return self._audio[full]
 
     # --- transfer and webhook ------------------------------------------------------------
@@ -371,25 +410,23 @@ class FlowRunner:
             "step": step.id,
             "vars": dict(self.variables),
         }
-        client = self._http
-        if client is None:
-            client = self._own_http = self._own_http or httpx.AsyncClient()
         where = _public_part(spec.url)
         try:
-            # Both clocks: httpx's covers connect/read, asyncio's the whole exchange.
-            async with asyncio.timeout(spec.timeout):
-                response = await client.post(spec.url, json=payload, timeout=spec.timeout)
-        except (TimeoutError, httpx.TimeoutException):
-            raise _WebhookFailed(f"{where}: no answer within {spec.timeout:g} s") from None
-        except httpx.HTTPError as exc:
-            raise _WebhookFailed(f"{where}: {type(exc).__name__}") from None
-        if not response.is_success:
-            raise _WebhookFailed(f"{where}: HTTP {response.status_code}")
+            status, content = await self._need_io().post_json(spec.url, payload, spec.timeout)
+        except FetchFailed as exc:
+            raise _WebhookFailed(f"{where}: {exc}") from None
+        if not 200 <= status < 300:
+            raise _WebhookFailed(f"{where}: HTTP {status}")
         try:
-            body = json.loads(response.content)
+            body = json.loads(content)
         except (ValueError, UnicodeDecodeError):
             raise _WebhookFailed(f"{where}: the answer is not JSON") from None
-        return self._read_answer(body, where, f"HTTP {response.status_code}")
+        return self._read_answer(body, where, f"HTTP {status}")
+
+    def _need_io(self) -> FlowIO:
+        if self._io is None:
+            raise FlowRunError("this flow needs HTTP or audio files, and the runner has no FlowIO")
+        return self._io
 
     def _read_answer(self, body: object, where: str, detail: str) -> _Answer:
         if not isinstance(body, dict):
@@ -424,16 +461,6 @@ def _accept(digits: str, keys: str, gather: Gather) -> tuple[str, bool]:
         if len(digits) >= gather.max_digits:
             return digits, True
     return digits, False
-
-
-def _read_wav(path: Path) -> tuple[bytes, int]:
-    try:
-        with wave.open(str(path), "rb") as wav:
-            if (wav.getnchannels(), wav.getsampwidth()) != (1, 2):
-                raise FlowRunError(f"{path}: not 16-bit mono PCM WAV")
-            return wav.readframes(wav.getnframes()), wav.getframerate()
-    except (OSError, EOFError, wave.Error) as exc:
-        raise FlowRunError(f"{path}: cannot read audio: {exc}") from None
 
 
 def _public_part(url: str) -> str:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from telebridge.calllog.store import CallLog, CallRecord
+from telebridge.calllog import CallLog, CallRecord
 from telebridge.outbound.placing import (
     OUTCOMES,
     UNKNOWN,

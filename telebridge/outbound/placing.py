@@ -24,7 +24,8 @@ from urllib.parse import quote
 import requests
 
 from telebridge import e164
-from telebridge.calllog.store import NO_STREAM, CallLog, CallRecord
+from telebridge.calllog import NO_STREAM, CallLog, CallRecord
+from telebridge.carriers import paths
 from telebridge.settings import ConfigError, Settings
 from telebridge.tokens import CALL_VARS, sign_call_variables, signing_key
 
@@ -114,9 +115,7 @@ def check_flow(settings: Settings, name: str | None) -> None:
     from telebridge.flows.library import FlowLibrary, UnknownFlow
 
     try:
-        library = FlowLibrary(
-            settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
-        )
+        library = FlowLibrary.from_settings(settings)
         library.get(name)
     except FlowError as exc:
         raise OutboundError(f"the flows have errors:\n{exc}") from None
@@ -144,9 +143,13 @@ def callback_urls(
     token = sign_call_variables(key, variables, VARS_TTL_S)  # base64url and ".": safe in a query
     query = (f"flow={quote(flow, safe='')}&" if flow else "") + f"vars={token}"
     if carrier == "plivo":
-        urls = CallbackUrls(f"{base}/plivo/answer?{query}", f"{base}/plivo/hangup?vars={token}")
+        urls = CallbackUrls(
+            f"{base}{paths.PLIVO_ANSWER}?{query}", f"{base}{paths.PLIVO_HANGUP}?vars={token}"
+        )
     elif carrier == "vonage":
-        urls = CallbackUrls(f"{base}/vonage/answer?{query}", f"{base}/vonage/event?vars={token}")
+        urls = CallbackUrls(
+            f"{base}{paths.VONAGE_ANSWER}?{query}", f"{base}{paths.VONAGE_EVENT}?vars={token}"
+        )
     else:
         raise OutboundError(f"--carrier: {carrier!r} is not one of {', '.join(CARRIERS)}")
     if len(urls.answer) > MAX_URL_CHARS:

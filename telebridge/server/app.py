@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -27,12 +27,12 @@ from starlette.websockets import WebSocket, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from telebridge.call.events import ProtocolError, Started, WireMessage
-from telebridge.call.session import STOP_SPEECH_WAIT, CallObserver, CallSession, TransportClosed
-from telebridge.calllog.store import CallLog
-from telebridge.carriers import CallControl, CarrierStream
-from telebridge.flows import template
+from telebridge.call.ports import CallControl, CallObserver, CarrierStream, TransportClosed
+from telebridge.call.session import STOP_SPEECH_WAIT, CallSession, speech_for
+from telebridge.calllog import CallLog
+from telebridge.flows.fetch import HttpFlowIO
 from telebridge.flows.library import FlowLibrary, UnknownFlow
-from telebridge.flows.model import Say
+from telebridge.flows.runner import opening_prompt
 from telebridge.logs import current_call
 from telebridge.server.metrics import Metrics
 from telebridge.server.ws_protocol import ABORT, IGNORE, SEND_MANY, MessageFilter
@@ -47,12 +47,12 @@ from telebridge.tokens import (
     read_call_variables,
     read_stream_token,
 )
+from telebridge.tts import SpeechOptions, Synthesizer, WavesClient
 from telebridge.tts.cache import PromptCache
 from telebridge.tts.cache_folder import open_folder
 from telebridge.tts.errors import TTSError
 from telebridge.tts.guard import WavesGuard
 from telebridge.tts.standin import StandinServer
-from telebridge.tts.waves import SpeechOptions, Synthesizer, WavesClient
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,17 @@ logger = logging.getLogger(__name__)
 FIRST_MESSAGE_TIMEOUT = 10.0
 # A carrier that stops reading for this long is treated as gone (its socket buffer is full).
 SEND_TIMEOUT = 5.0
+
+
+def call_variables(grant: StreamGrant, call_id: str) -> dict[str, str]:
+    """The variables a call's flow starts with: the grant's own, then who and where."""
+    return {
+        **grant.variables,
+        "caller": grant.caller,
+        "callee": grant.callee,
+        "call_id": call_id,
+        "carrier": grant.carrier,
+    }
 
 
 class StarletteTransport:
@@ -158,9 +169,7 @@ class Bridge:
     @classmethod
     def from_settings(cls, settings: Settings) -> Bridge:
         keys = Keys.from_settings(settings)
-        flows = FlowLibrary(
-            settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
-        )
+        flows = FlowLibrary.from_settings(settings)
         if settings.telebridge_cache_dir is not None:
             # Checked here, before serving, so a bad folder is one line and exit 2.
             try:
@@ -194,31 +203,12 @@ class Bridge:
             flow = self.flows.get(grant.flow)
         except UnknownFlow:
             return
-        step = flow.steps[flow.start]
-        if step.set or step.webhook or not step.prompt or not isinstance(step.prompt[0], Say):
+        opening = opening_prompt(flow, call_variables(grant, grant.call_id))
+        if opening is None:
             return  # what it says is only known once the call runs
-        text = step.prompt[0].text
-        variables = {
-            **flow.defaults,
-            **grant.variables,
-            "caller": grant.caller,
-            "callee": grant.callee,
-            "call_id": grant.call_id,
-            "carrier": grant.carrier,
-            "flow": flow.name,
-        }
-        if not set(template.names(text)) <= variables.keys():
-            return
-        speech = self.speech()
-        options = replace(
-            speech,
-            voice_id=step.voice or speech.voice_id,
-            speed=step.speed if step.speed is not None else speech.speed,
-            language=step.language or speech.language,
-        )
-        self.tts.prefetch(
-            template.render(text, variables), sample_rate=sample_rate, options=options
-        )
+        text, overrides = opening
+        options = speech_for(self.speech(), overrides)
+        self.tts.prefetch(text, sample_rate=sample_rate, options=options)
 
     def busy(self, carrier: str) -> bool:
         """True when a new call must be answered busy: draining, or at TELEBRIDGE_MAX_CALLS."""
@@ -341,13 +331,7 @@ class Bridge:
             mark_timeout=self.settings.telebridge_mark_timeout,
             observer=self._notify,
         )
-        variables = {
-            **grant.variables,
-            "caller": grant.caller,
-            "callee": grant.callee,
-            "call_id": call_id,
-            "carrier": carrier,
-        }
+        variables = call_variables(grant, call_id)
         self.calls[call_id] = session
         self._notify(call_id, "started", {"carrier": carrier, "flow": grant.flow})
         recorder = None
@@ -362,9 +346,10 @@ class Bridge:
                 variables=dict(grant.variables),
             )
         outcome = "error"
+        io = HttpFlowIO(self.http)
         try:
             flow = self.flows.get(grant.flow)
-            outcome = await session.run(flow, variables, recorder=recorder, http=self.http)
+            outcome = await session.run(flow, variables, recorder=recorder, io=io)
             logger.info("%s call %s ended: %s", carrier, call_id, outcome)
         except UnknownFlow:
             logger.error("%s call %s: flow %r is gone", carrier, call_id, grant.flow)
@@ -378,6 +363,7 @@ class Bridge:
                 if session.hangup_reason:
                     recorder.note("hangup", reason=session.hangup_reason)
                 recorder.finish(outcome)
+            await io.aclose()
 
     def answer_variables(
         self, carrier: str, token: str | None, call_id: str

@@ -13,15 +13,15 @@ from typing import Any
 
 import httpx
 
-from telebridge.call.session import CallObserver
-from telebridge.server.app import WS_MAX_MESSAGE, Bridge, create_app
+from telebridge.call.ports import CallObserver
+from telebridge.server import WS_MAX_MESSAGE, Bridge, create_app
 from telebridge.settings import Settings, load_settings
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
 from telebridge.simulator.plivo import PlivoCall
 from telebridge.simulator.serving import ServedApp, bind_loopback
 from telebridge.simulator.vonage import VonageCall
-from telebridge.tts.waves import Synthesizer
+from telebridge.tts import Synthesizer
 
 SIM_PLIVO_AUTH_ID = "MA" + "SIMULATED" + "0" * 9
 SIM_PLIVO_AUTH_TOKEN = "simulated-plivo-token"  # made-up credentials for local calls

@@ -6,6 +6,8 @@ It answers `PUT /v1/calls/{uuid}` (hangup, transfer: 204, or 404 for uuids in `e
 `POST /v1/calls` (201 with a new uuid), `GET /v1/calls` (an empty page), and
 `GET`/`PUT /v2/applications/{id}` with Basic auth (`api_key`, `api_secret`): a PUT replaces the
 stored application, as Vonage's does.
+
+It needs `trustme`, a development dependency: tests run it; the bridge itself never does.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import tempfile
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trustme
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +33,16 @@ from telebridge.simulator.serving import ServedApp
 # No keep-alive: a pooled TLS connection left open by the SDK would hold the server's
 # shutdown for asyncio's 30 s TLS close timeout.
 CLOSE = {"Connection": "close"}
+
+
+if TYPE_CHECKING:
+    import trustme
+
+
+def _new_ca() -> trustme.CA:
+    import trustme  # only when a fake is made: the installed bridge does not need it
+
+    return trustme.CA()
 
 
 @dataclass
@@ -68,7 +79,7 @@ class VonageApiFake:
     received: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
     # Share one CA between fakes so a single REQUESTS_CA_BUNDLE trusts them all.
-    ca: trustme.CA = field(default_factory=trustme.CA)
+    ca: trustme.CA = field(default_factory=_new_ca)
     _dir: tempfile.TemporaryDirectory[str] | None = None
     _served: ServedApp | None = None
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from telebridge.carriers import paths
 from telebridge.simulator.carrier import CallScript, SimulatedCall
 
 MAX_PAYLOAD_B64 = 16 * 1024
@@ -86,7 +87,7 @@ class PlivoCall(SimulatedCall):
         query = self.answer_query
         if self.script.flow:
             query = f"flow={self.script.flow}" + (f"&{query}" if query else "")
-        url = f"{self.base_url}/plivo/answer" + (f"?{query}" if query else "")
+        url = f"{self.base_url}{paths.PLIVO_ANSWER}" + (f"?{query}" if query else "")
         params = {
             "CallUUID": self.result.call_id,
             "From": self.script.caller,
@@ -234,7 +235,7 @@ class PlivoCall(SimulatedCall):
     async def after_end(self, http: httpx.AsyncClient) -> None:
         if self.result.stream_opened_at is None:
             return
-        url = f"{self.base_url}/plivo/hangup"
+        url = f"{self.base_url}{paths.PLIVO_HANGUP}"
         duration = str(int(time.monotonic() - self.result.started_at))
         cause = {"rest-hangup": "NORMAL_CLEARING", "caller-hangup": "NORMAL_CLEARING"}.get(
             self.result.ended_by, "NORMAL_CLEARING"

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import jwt
 
+from telebridge.carriers import paths
 from telebridge.simulator.carrier import CallScript, SimulatedCall
 
 
@@ -79,7 +80,7 @@ class VonageCall(SimulatedCall):
         query = self.answer_query
         if self.script.flow:
             query = f"flow={self.script.flow}" + (f"&{query}" if query else "")
-        url = f"{self.base_url}/vonage/answer"
+        url = f"{self.base_url}{paths.VONAGE_ANSWER}"
         if self.method == "GET":
             params = {**dict(httpx.QueryParams(query)), **fields}
             response = await http.get(url, params=params, headers=self._auth(b""))
@@ -171,7 +172,7 @@ class VonageCall(SimulatedCall):
         }
         body = json.dumps(event).encode()
         response = await http.post(
-            f"{self.base_url}/vonage/event",
+            f"{self.base_url}{paths.VONAGE_EVENT}",
             content=body,
             headers={"Content-Type": "application/json", **self._auth(body)},
         )

@@ -10,10 +10,11 @@ from telebridge.tts.errors import (
     WavesTimeout,
     WavesTruncated,
 )
-from telebridge.tts.waves import SpeechOptions, TextStream, WavesClient
+from telebridge.tts.waves import SpeechOptions, Synthesizer, TextStream, WavesClient
 
 __all__ = [
     "SpeechOptions",
+    "Synthesizer",
     "TTSError",
     "TextStream",
     "WavesAuthError",

@@ -32,7 +32,7 @@ from telebridge.carriers.vonage import (
     transfer_ncco,
     verify_signed_webhook,
 )
-from telebridge.server.app import Bridge
+from telebridge.server import Bridge
 from telebridge.settings import Settings
 from telebridge.simulator.serving import ServedApp, bind_loopback
 from telebridge.tokens import (

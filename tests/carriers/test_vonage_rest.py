@@ -23,11 +23,11 @@ from telebridge.carriers import vonage_http, vonage_rest
 from telebridge.carriers.vonage import transfer_ncco
 from telebridge.carriers.vonage_http import VonageCallControl
 from telebridge.carriers.vonage_rest import VonageRest, VonageRestError, load_private_key
-from telebridge.server.app import Bridge
+from telebridge.server import Bridge
 from telebridge.settings import ConfigError, Settings
 from telebridge.simulator.fake_vonage_api import VonageApiFake
 from telebridge.simulator.serving import ServedApp, bind_loopback
-from telebridge.tts.waves import SpeechOptions
+from telebridge.tts import SpeechOptions
 
 APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 SECRET = "vonage-signature-secret-of-40-characters"

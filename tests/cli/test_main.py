@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.calllog.store import CallLog
+from telebridge.calllog import CallLog
 from telebridge.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[2]

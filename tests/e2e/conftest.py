@@ -11,8 +11,8 @@ import pytest
 
 from telebridge.call.audio import pcm_to_mulaw
 from telebridge.simulator.bridge import LocalBridge
+from telebridge.tts import WavesClient
 from telebridge.tts.standin import Faults, StandinServer, render
-from telebridge.tts.waves import WavesClient
 
 FLOWS = Path(__file__).parent / "flows"
 

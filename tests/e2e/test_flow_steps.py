@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from telebridge.call.audio import mulaw_to_pcm, pcm_to_mulaw
-from telebridge.calllog.store import CallRecord
+from telebridge.calllog import CallRecord
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN, LocalBridge
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
 from telebridge.simulator.fake_vonage_api import VonageApiFake

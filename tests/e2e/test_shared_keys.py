@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 
-from telebridge.server.app import WS_MAX_MESSAGE, Bridge, create_app
+from telebridge.server import WS_MAX_MESSAGE, Bridge, create_app
 from telebridge.settings import load_settings
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_TOKEN
 from telebridge.simulator.plivo import PlivoCall
 from telebridge.simulator.serving import ServedApp
-from telebridge.tts.waves import WavesClient
+from telebridge.tts import WavesClient
 from tests.e2e.conftest import MakeBridge, mulaw_of
 
 GREETING = "Hello from the test line."

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from telebridge.flows.fetch import HttpFlowIO
 from telebridge.flows.loader import load_flow, parse_flow
 from telebridge.flows.model import Flow
 from telebridge.flows.runner import FlowRunner, SpeechOverrides
@@ -394,7 +395,9 @@ async def test_play_reads_the_wav_next_to_the_flow(tmp_path: Path) -> None:
         wav.writeframes(b"\x01\x00" * 320)
     (tmp_path / "f.yaml").write_text("start: a\nsteps:\n  a: {play: tone.wav, pause: 0.25}\n")
     port = FakePort()
-    outcome = await FlowRunner(load_flow(tmp_path / "f.yaml"), port, variables={}).run()
+    outcome = await FlowRunner(
+        load_flow(tmp_path / "f.yaml"), port, variables={}, io=HttpFlowIO()
+    ).run()
     assert outcome == "ended"
     assert port.log == [("play", 640, 16000, False), ("pause", 0.25)]
 
@@ -402,7 +405,7 @@ async def test_play_reads_the_wav_next_to_the_flow(tmp_path: Path) -> None:
 async def test_unreadable_audio_ends_in_error(tmp_path: Path) -> None:
     (tmp_path / "tone.wav").write_bytes(b"RIFF")
     flow = replace(make_flow("start: a\nsteps:\n  a: {play: tone.wav}\n"), base_dir=tmp_path)
-    outcome = await FlowRunner(flow, FakePort(), variables={}).run()
+    outcome = await FlowRunner(flow, FakePort(), variables={}, io=HttpFlowIO()).run()
     assert outcome.startswith("error:") and "tone.wav" in outcome
 
 
@@ -588,7 +591,11 @@ async def run_hook(
     port = FakePort()
     recorder = Recorder()
     runner = FlowRunner(
-        make_flow(text, "bank"), port, variables=dict(CALL), recorder=recorder, http=client
+        make_flow(text, "bank"),
+        port,
+        variables=dict(CALL),
+        recorder=recorder,
+        io=HttpFlowIO(client),
     )
     assert await runner.run() == "hangup"
     return port, runner, recorder
@@ -703,7 +710,9 @@ async def test_reminder_reports_the_choice(key: str, choice: str) -> None:
     port = FakePort(presses=[key])
     flow = load_flow(CONFIG_FLOWS / "reminder.yaml")
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-        runner = FlowRunner(flow, port, variables={"name": "Ann", "time": "3 pm"}, http=http)
+        runner = FlowRunner(
+            flow, port, variables={"name": "Ann", "time": "3 pm"}, io=HttpFlowIO(http)
+        )
         assert await runner.run() == "hangup"
     assert port.said()[0].startswith("Hello Ann, this is a reminder of your appointment at 3 pm.")
     [body] = posted

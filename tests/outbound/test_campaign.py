@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.calllog.store import CallLog, CallRecorder
+from telebridge.calllog import CallLog, CallRecorder
 from telebridge.outbound.campaign import (
     CampaignError,
     CampaignRunner,

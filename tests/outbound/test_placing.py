@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from telebridge.calllog.store import CallLog
+from telebridge.calllog import CallLog
 from telebridge.cli import main as cli
 from telebridge.outbound.placing import (
     Dialer,
@@ -39,8 +39,8 @@ from telebridge.simulator.fake_vonage_api import VonageApiFake
 from telebridge.simulator.plivo import signed_headers
 from telebridge.simulator.serving import ServedApp, bind_loopback
 from telebridge.tokens import CALL_VARS, Keys, TokenError, read_call_variables, sign_call_variables
+from telebridge.tts import WavesClient
 from telebridge.tts.standin import StandinServer
-from telebridge.tts.waves import WavesClient
 from tests.e2e.conftest import mulaw_of
 
 AUTH_ID = "MA" + "OUTBOUNDTEST000000"

@@ -1,0 +1,54 @@
+"""The flow runner's I/O edge: the webhook step's HTTP POST and the audio files `play` reads.
+
+`HttpFlowIO` implements the runner's `FlowIO` port. The server gives each call one, on its shared
+HTTP client; without a client it opens its own and `aclose()` closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from telebridge.flows.runner import FetchFailed, FlowRunError
+from telebridge.flows.wav import WavError, read_wav
+
+
+class HttpFlowIO:
+    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http
+        self._own: httpx.AsyncClient | None = None
+
+    async def post_json(
+        self,
+        url: str,
+        payload: Mapping[str, object],
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[int, bytes]:
+        client = self._http
+        if client is None:
+            client = self._own = self._own or httpx.AsyncClient()
+        try:
+            # Both clocks: httpx's covers connect/read, asyncio's the whole exchange.
+            async with asyncio.timeout(timeout):
+                response = await client.post(url, json=payload, timeout=timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            raise FetchFailed(f"no answer within {timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise FetchFailed(type(exc).__name__) from None
+        return response.status_code, response.content
+
+    async def load_audio(self, path: Path) -> tuple[bytes, int]:
+        try:
+            return await asyncio.to_thread(read_wav, path)
+        except WavError as exc:
+            if exc.kind == "format":
+                raise FlowRunError(f"{path}: not 16-bit mono PCM WAV") from None
+            raise FlowRunError(f"{path}: cannot read audio: {exc.detail}") from None
+
+    async def aclose(self) -> None:
+        if self._own is not None:
+            await self._own.aclose()
+            self._own = None
