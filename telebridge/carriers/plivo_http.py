@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -19,17 +18,14 @@ from starlette.websockets import WebSocket
 
 from telebridge.call.events import Started
 from telebridge.carriers import paths, plivo
+from telebridge.carriers.host import CallHost
 from telebridge.carriers.plivo_rest import PlivoRest
+from telebridge.carriers.webhooks import BUSY_TEXT, webhook_body
 from telebridge.flows.library import UnknownFlow
 from telebridge.tokens import PLIVO_TRANSFER, StreamGrant, TokenError, sign_claims, verify_claims
 
-if TYPE_CHECKING:
-    from telebridge.server import Bridge
-
-MAX_WEBHOOK_BYTES = 64 * 1024
 # Plivo fetches a transfer's XML at once; a token older than this is not honoured.
 TRANSFER_TTL = 3600.0
-BUSY_TEXT = "All our lines are busy. Please call again later."
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +35,8 @@ XML = "application/xml"
 class PlivoCallControl:
     """Hang up and transfer one Plivo call through the REST API."""
 
-    def __init__(self, bridge: Bridge, rest: PlivoRest, call_uuid: str) -> None:
-        self._bridge = bridge
+    def __init__(self, host: CallHost, rest: PlivoRest, call_uuid: str) -> None:
+        self._host = host
         self._rest = rest
         self._uuid = call_uuid
 
@@ -50,19 +46,19 @@ class PlivoCallControl:
 
     async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
         claims = {"to": to, "id": self._uuid, "t": int(timeout), "exp": time.time() + TRANSFER_TTL}
-        token = sign_claims(self._bridge.keys.key(PLIVO_TRANSFER, "plivo"), claims)
+        token = sign_claims(self._host.keys.key(PLIVO_TRANSFER, "plivo"), claims)
         await self._rest.transfer(
-            self._uuid, self._bridge.public_url(f"{paths.PLIVO_TRANSFER}?t={token}")
+            self._uuid, self._host.public_url(f"{paths.PLIVO_TRANSFER}?t={token}")
         )
         return True
 
     async def end_with_message(self, text: str) -> bool:
         """Speak `text` with Plivo's own TTS and hang up (the A leg moves to `<Speak>` XML)."""
         claims = {"say": text, "id": self._uuid, "exp": time.time() + TRANSFER_TTL}
-        token = sign_claims(self._bridge.keys.key(PLIVO_TRANSFER, "plivo"), claims)
+        token = sign_claims(self._host.keys.key(PLIVO_TRANSFER, "plivo"), claims)
         try:
             await self._rest.transfer(
-                self._uuid, self._bridge.public_url(f"{paths.PLIVO_TRANSFER}?t={token}")
+                self._uuid, self._host.public_url(f"{paths.PLIVO_TRANSFER}?t={token}")
             )
         except Exception as exc:
             logger.error("plivo call %s: could not speak the apology: %s", self._uuid, exc)
@@ -70,8 +66,8 @@ class PlivoCallControl:
         return True
 
 
-def routes(bridge: Bridge) -> list[BaseRoute]:
-    settings = bridge.settings
+def routes(host: CallHost) -> list[BaseRoute]:
+    settings = host.settings
     if not settings.plivo_enabled:
         logger.warning(
             "Plivo is disabled: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN to take Plivo calls"
@@ -93,21 +89,17 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         handler: Callable[[Request, dict[str, str]], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES):
-                return PlainTextResponse("request too large", status_code=413)
+            body = await webhook_body(request)
+            if isinstance(body, Response):
+                return body
             params: dict[str, str] = {}
             if request.method == "POST":
-                body = await request.body()
-                if len(body) > MAX_WEBHOOK_BYTES:
-                    return PlainTextResponse("request too large", status_code=413)
                 try:
                     pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=200)
                 except (UnicodeDecodeError, ValueError):
                     return PlainTextResponse("bad form body", status_code=400)
                 params = dict(pairs)
-            url = bridge.public_url(request.url.path)
+            url = host.public_url(request.url.path)
             if request.url.query:
                 url += "?" + request.url.query
             ok = plivo.signature_valid(
@@ -136,14 +128,14 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             return Response(plivo.empty_xml(), media_type=XML)
         if not call_uuid:
             return PlainTextResponse("CallUUID missing", status_code=400)
-        variables = bridge.answer_variables("plivo", request.query_params.get("vars"), call_uuid)
+        variables = host.answer_variables("plivo", request.query_params.get("vars"), call_uuid)
         if variables is None:
             return PlainTextResponse("bad call variables", status_code=403)
-        if bridge.busy("plivo"):
+        if host.busy("plivo"):
             return Response(plivo.refusal_xml(BUSY_TEXT, "busy"), media_type=XML)
         caller, callee = params.get("From", ""), params.get("To", "")
         try:
-            flow = bridge.choose_flow(request.query_params.get("flow"), callee)
+            flow = host.choose_flow(request.query_params.get("flow"), callee)
         except UnknownFlow as exc:
             logger.error("plivo call %s: no flow named %s", call_uuid, exc)
             return Response(plivo.refusal_xml("Sorry, this number is not set up."), media_type=XML)
@@ -159,10 +151,10 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             "plivo call %s: answering from %s to %s with flow %s", call_uuid, caller, callee, flow
         )
         xml = plivo.answer_xml(
-            bridge.stream_url(paths.PLIVO_STREAM, grant),
-            bridge.public_url(paths.PLIVO_STREAM_STATUS),
+            host.stream_url(paths.PLIVO_STREAM, grant),
+            host.public_url(paths.PLIVO_STREAM_STATUS),
         )
-        bridge.prefetch(grant, plivo.PlivoStream.sample_rate)
+        host.prefetch(grant, plivo.PlivoStream.sample_rate)
         return Response(xml, media_type=XML)
 
     async def hangup(request: Request, params: dict[str, str]) -> Response:
@@ -174,14 +166,14 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             params.get("Duration"),
         )
         duration = params.get("Duration", "")
-        bridge.record_hangup(
+        host.record_hangup(
             "plivo",
             params.get("CallUUID", ""),
             cause,
             float(duration) if duration.isdigit() else None,
             from_number=params.get("From", ""),
             to_number=params.get("To", ""),
-            variables=bridge.traced_variables(
+            variables=host.traced_variables(
                 "plivo", request.query_params.get("vars"), params.get("CallUUID", "")
             ),
         )
@@ -193,7 +185,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
 
     async def transfer(request: Request, params: dict[str, str]) -> Response:
         try:
-            key = bridge.keys.key(PLIVO_TRANSFER, "plivo")
+            key = host.keys.key(PLIVO_TRANSFER, "plivo")
             claims = verify_claims(key, request.query_params.get("t", ""))
             if float(claims.get("exp", 0)) < time.time():
                 raise TokenError("expired")
@@ -211,9 +203,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         def control(
             grant: StreamGrant, started: Started, _close: Callable[[], Awaitable[None]]
         ) -> PlivoCallControl:
-            return PlivoCallControl(bridge, rest, started.call_id)  # ends calls through REST
+            return PlivoCallControl(host, rest, started.call_id)  # ends calls through REST
 
-        await bridge.serve_stream(
+        await host.serve_stream(
             ws, carrier="plivo", stream=plivo.PlivoStream(), control_for=control
         )
 

@@ -13,7 +13,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -22,13 +22,11 @@ from starlette.websockets import WebSocket
 
 from telebridge.call.events import Started
 from telebridge.carriers import paths, vonage
-from telebridge.carriers.plivo_http import BUSY_TEXT, MAX_WEBHOOK_BYTES
+from telebridge.carriers.host import CallHost
 from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
+from telebridge.carriers.webhooks import BUSY_TEXT, webhook_body
 from telebridge.flows.library import UnknownFlow
 from telebridge.tokens import StreamGrant
-
-if TYPE_CHECKING:
-    from telebridge.server import Bridge
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +100,8 @@ class VonageCallControl:
         return True
 
 
-def routes(bridge: Bridge) -> list[BaseRoute]:
-    settings = bridge.settings
+def routes(host: CallHost) -> list[BaseRoute]:
+    settings = host.settings
     if not settings.vonage_enabled:
         logger.warning("Vonage is disabled: %s", DISABLED_TEXT.split(": ", 1)[1])
         return [
@@ -147,13 +145,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         handler: Callable[[Request, bytes], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES):
-                return PlainTextResponse("request too large", status_code=413)
-            body = await request.body()
-            if len(body) > MAX_WEBHOOK_BYTES:
-                return PlainTextResponse("request too large", status_code=413)
+            body = await webhook_body(request)
+            if isinstance(body, Response):
+                return body
             if secret_text is not None:
                 reason = vonage.verify_signed_webhook(
                     request.headers.get("authorization"),
@@ -179,15 +173,15 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         call_uuid = _text(params.get("uuid"))
         if not call_uuid:
             return PlainTextResponse("uuid missing", status_code=400)
-        variables = bridge.answer_variables("vonage", request.query_params.get("vars"), call_uuid)
+        variables = host.answer_variables("vonage", request.query_params.get("vars"), call_uuid)
         if variables is None:
             return PlainTextResponse("bad call variables", status_code=403)
-        if bridge.busy("vonage"):
+        if host.busy("vonage"):
             return JSONResponse(vonage.talk_ncco(BUSY_TEXT))
         caller, callee = _text(params.get("from")), _text(params.get("to"))
         remember_region(call_uuid, _text(params.get("region_url")))
         try:
-            flow = bridge.choose_flow(request.query_params.get("flow"), callee)
+            flow = host.choose_flow(request.query_params.get("flow"), callee)
         except UnknownFlow as exc:
             logger.error("vonage call %s: no flow named %s", call_uuid, exc)
             return JSONResponse(vonage.talk_ncco(REFUSAL_TEXT))
@@ -208,9 +202,9 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
             _text(params.get("conversation_uuid")) or "-",
         )
         ncco = vonage.answer_ncco(
-            bridge.stream_url(paths.VONAGE_STREAM, grant), rate, {vonage.CALL_HEADER: call_uuid}
+            host.stream_url(paths.VONAGE_STREAM, grant), rate, {vonage.CALL_HEADER: call_uuid}
         )
-        bridge.prefetch(grant, rate)
+        host.prefetch(grant, rate)
         return JSONResponse(ncco)
 
     async def event(request: Request, body: bytes) -> Response:
@@ -228,14 +222,14 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
         if status in FINAL_STATUSES:
             regions.pop(call_uuid, None)
             duration = _text(data.get("duration"))
-            bridge.record_hangup(
+            host.record_hangup(
                 "vonage",
                 call_uuid,
                 status,
                 float(duration) if duration.isdigit() else None,
                 from_number=_text(data.get("from")),
                 to_number=_text(data.get("to")),
-                variables=bridge.traced_variables(
+                variables=host.traced_variables(
                     "vonage", request.query_params.get("vars"), call_uuid
                 ),
             )
@@ -256,7 +250,7 @@ def routes(bridge: Bridge) -> list[BaseRoute]:
                 close=close,
             )
 
-        await bridge.serve_stream(
+        await host.serve_stream(
             ws, carrier="vonage", stream=vonage.VonageStream(rate), control_for=control
         )
 

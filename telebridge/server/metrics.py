@@ -90,7 +90,6 @@ class Metrics:
             "telebridge_waves_key_refused", "1 while Waves refuses the API key", registry=r
         )
         self._calls: dict[str, tuple[str, float, bool]] = {}  # call id -> carrier, start, heard
-        self.consecutive_waves_errors = 0
 
     def observe(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
         if kind == "started":
@@ -103,13 +102,11 @@ class Metrics:
             return
         carrier, started, heard = state
         if kind == "first_audio":
-            self.consecutive_waves_errors = 0
             self.added.labels(carrier).observe(float(fields.get("added_ms", 0)) / 1000)
             if not heard:
                 self.first_audio.labels(carrier).observe(time.monotonic() - started)
                 self._calls[call_id] = (carrier, started, True)
         elif kind == "tts_error":
-            self.consecutive_waves_errors += 1
             self.waves_errors.labels(str(fields.get("error", "unknown"))).inc()
         elif kind == "barge_in":
             self.barge_ins.labels(carrier).inc()

@@ -504,7 +504,7 @@ async def test_answer_with_forged_or_expired_vars_is_refused(
         }
         for what, token in refused.items():
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="telebridge.server.app"):
+            with caplog.at_level(logging.WARNING, logger="telebridge.server.bridge"):
                 response = await client.post(
                     f"/vonage/answer?vars={token}", content=body, headers=auth(body)
                 )

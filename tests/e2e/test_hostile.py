@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from telebridge.server.app import SEND_TIMEOUT
+from telebridge.server.transport import SEND_TIMEOUT
 from telebridge.simulator import bridge as local_bridge
 from telebridge.simulator import serving
 from telebridge.tokens import StreamGrant
