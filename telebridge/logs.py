@@ -1,7 +1,9 @@
 """Logging for the bridge: the call id on every line, JSON on request, and no secrets ever.
 
 Stream tokens ride in WebSocket URLs and uvicorn logs those URLs; keys and bearer tokens can show
-up in library messages. A filter on the root handler rewrites them before any line is written.
+up in library messages. `redact` is the one place that takes them out: a filter on the root handler
+applies it before any line is written, and `redacting_logger` applies it (plus one known secret)
+for libraries that format their own records, such as websockets logging handshake headers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 # The call a log line belongs to: set by the stream endpoint, inherited by the call's tasks.
 current_call: contextvars.ContextVar[str] = contextvars.ContextVar("telebridge_call", default="-")
@@ -24,10 +28,38 @@ _SECRETS = [
 ]
 
 
-def redact(text: str) -> str:
+def redact(text: str, secret: str = "") -> str:
+    """`text` without `secret` (taken out verbatim) and without anything shaped like a secret:
+    stream tokens in URLs, bearer tokens, `sk_` keys, private keys."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class _Redacting(logging.LoggerAdapter[logging.Logger]):
+    """Formats each record itself so that it can take a secret out of the final text."""
+
+    def __init__(self, base: logging.Logger, secret: str) -> None:
+        super().__init__(base, {})
+        self._secret = secret
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        values: object = args[0] if len(args) == 1 and isinstance(args[0], Mapping) else args
+        try:
+            text = str(msg) % values if args else str(msg)
+        except (TypeError, ValueError):
+            text = f"{msg} {args}"
+        self.logger.log(level, "%s", redact(text, self._secret), **kwargs)
+
+
+def redacting_logger(base: logging.Logger, secret: str) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger that never lets `secret` (or anything `redact` knows) through, even on a
+    handler without the root filter: for libraries that log headers, such as websockets."""
+    return _Redacting(base, secret)
 
 
 class CallContextFilter(logging.Filter):

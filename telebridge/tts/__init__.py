@@ -1,4 +1,10 @@
-"""Text-to-speech: the Waves WebSocket client, its typed errors, and the offline stand-in."""
+"""Text-to-speech: the Waves WebSocket client, its typed errors, and the offline stand-in.
+
+The client is layered one way: `wire` (the message format, no I/O) <- `pool` (the sockets) <-
+`request` (one request on one socket) <- `text_stream` and `waves` (the client). `speech` holds
+the options and the `Synthesizer` protocol that the prompt cache and guard also follow. tts imports
+only root modules of the package (`telebridge.logs`).
+"""
 
 from telebridge.tts.errors import (
     TTSError,
@@ -10,7 +16,9 @@ from telebridge.tts.errors import (
     WavesTimeout,
     WavesTruncated,
 )
-from telebridge.tts.waves import SpeechOptions, Synthesizer, TextStream, WavesClient
+from telebridge.tts.speech import SpeechOptions, Synthesizer
+from telebridge.tts.text_stream import TextStream
+from telebridge.tts.waves import WavesClient
 
 __all__ = [
     "SpeechOptions",

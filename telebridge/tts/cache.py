@@ -30,7 +30,7 @@ from pathlib import Path
 from telebridge.tts.cache_folder import Key, PromptFolder
 from telebridge.tts.errors import WavesRateLimited
 from telebridge.tts.guard import admission_wait, speech_deadline
-from telebridge.tts.waves import SpeechOptions, Synthesizer
+from telebridge.tts.speech import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
 

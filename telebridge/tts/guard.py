@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from typing import Literal
 
 from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError, WavesRateLimited
-from telebridge.tts.waves import SpeechOptions, Synthesizer
+from telebridge.tts.speech import SpeechOptions, Synthesizer
 
 logger = logging.getLogger(__name__)
 

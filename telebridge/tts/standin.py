@@ -28,8 +28,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from telebridge.logs import redacting_logger
 from telebridge.tts import espeak
-from telebridge.tts.waves import MAX_MESSAGE_BYTES, redacting_logger
+from telebridge.tts.wire import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -10,10 +11,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from telebridge.tts import SpeechOptions, WavesClient
 from telebridge.tts.standin import Faults, StandinServer
-from telebridge.tts.waves import SpeechOptions, WavesClient
 
 EMILY = SpeechOptions(voice_id="emily")
+TEXT = "Thank you for calling. Press one for opening hours."
 
 
 @pytest.fixture
@@ -36,10 +38,11 @@ async def client(standin: StandinServer) -> AsyncIterator[WavesClient]:
 
 
 Handler = Callable[[ServerConnection, int], Awaitable[None]]
+Scripted = Callable[[Handler], Awaitable[str]]
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+async def scripted() -> AsyncIterator[Scripted]:
     """Start a WebSocket server whose per-connection behaviour a test writes by hand.
 
     The handler gets the connection and its 1-based index; the fixture returns the URL.
@@ -81,3 +84,9 @@ async def next_request(ws: ServerConnection) -> dict[str, Any]:
     body = json.loads(await ws.recv())
     assert isinstance(body, dict)
     return body
+
+
+def chunk(audio: bytes, **ids: str) -> str:
+    """A Waves `chunk` frame carrying `audio`, with the given request ids."""
+    encoded = base64.b64encode(audio).decode()
+    return json.dumps({"status": "chunk", **ids, "data": {"audio": encoded}})

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from telebridge.tts import SpeechOptions
 from telebridge.tts.cache import PromptCache
 from telebridge.tts.cache_folder import encode, file_name
 from telebridge.tts.errors import WavesRateLimited, WavesTruncated
 from telebridge.tts.guard import WavesGuard, speech_deadline
-from telebridge.tts.waves import SpeechOptions
 
 EMILY = SpeechOptions(voice_id="emily")
 

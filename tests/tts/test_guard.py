@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from telebridge.tts import SpeechOptions
 from telebridge.tts.errors import TTSError, WavesAuthError, WavesRateLimited, WavesServerError
 from telebridge.tts.guard import WavesGuard, speech_deadline
-from telebridge.tts.waves import SpeechOptions
 
 EMILY = SpeechOptions(voice_id="emily")
 AUDIO = b"\x01\x02" * 80
