@@ -1,16 +1,13 @@
 """The audio path without I/O: Waves PCM chunks in, whole 20 ms carrier frames out.
 
 `FrameEncoder` resamples (only when the rates differ), encodes (μ-law or L16) and frames the
-PCM16LE mono stream that Waves produces, whatever the chunk boundaries. WAV helpers read
-prompts and write what the caller heard.
+PCM16LE mono stream that Waves produces, whatever the chunk boundaries. `mulaw_to_pcm` decodes
+what a μ-law carrier was sent (the simulator uses it to let you hear a call).
 """
 
 from __future__ import annotations
 
-import os
-import struct
 import warnings
-import wave
 from typing import Literal
 
 # audioop warns that it is deprecated on 3.11/3.12 (pytest turns warnings into errors); on
@@ -19,32 +16,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-__all__ = [
-    "AudioFormatError",
-    "Codec",
-    "FrameEncoder",
-    "l16_silence",
-    "mulaw_silence",
-    "mulaw_to_pcm",
-    "pcm_to_mulaw",
-    "read_wav",
-    "write_wav",
-]
+__all__ = ["Codec", "FrameEncoder", "mulaw_to_pcm"]
 
 Codec = Literal["mulaw", "l16"]
 
 _SAMPLE_WIDTH = 2  # PCM16
-_MULAW_SILENCE = b"\xff"  # lin2ulaw(0)
-_WAVE_FORMAT_MULAW = 7
-
-
-class AudioFormatError(ValueError):
-    """An audio file or stream that telebridge cannot use; the message says why."""
-
-
-def pcm_to_mulaw(pcm: bytes) -> bytes:
-    """PCM16LE mono to G.711 μ-law, one byte per sample."""
-    return audioop.lin2ulaw(pcm, _SAMPLE_WIDTH)
 
 
 def mulaw_to_pcm(data: bytes) -> bytes:
@@ -57,16 +33,6 @@ def _samples_per_frame(rate: int, frame_ms: int) -> int:
     if rest or samples <= 0:
         raise ValueError(f"{frame_ms} ms at {rate} Hz is not a whole number of samples")
     return samples
-
-
-def mulaw_silence(frames: int, frame_ms: int = 20) -> bytes:
-    """`frames` frames of μ-law 8 kHz silence."""
-    return _MULAW_SILENCE * (frames * _samples_per_frame(8000, frame_ms))
-
-
-def l16_silence(frames: int, rate: int, frame_ms: int = 20) -> bytes:
-    """`frames` frames of L16 silence at `rate` Hz."""
-    return bytes(frames * _samples_per_frame(rate, frame_ms) * _SAMPLE_WIDTH)
 
 
 class FrameEncoder:
@@ -159,80 +125,3 @@ class FrameEncoder:
         # The remainder is under one frame, so rebuilding the buffer costs little.
         self._buf = bytearray(rest)
         return out
-
-
-def _to_pcm16(frames: bytes, width: int) -> bytes:
-    if width == 1:
-        # WAV stores 8-bit samples unsigned; audioop expects them signed.
-        frames = audioop.bias(frames, 1, -128)
-    return frames if width == _SAMPLE_WIDTH else audioop.lin2lin(frames, width, _SAMPLE_WIDTH)
-
-
-def _to_mono(pcm: bytes, channels: int, where: str) -> bytes:
-    if channels == 1:
-        return pcm
-    if channels == 2:
-        return audioop.tomono(pcm, _SAMPLE_WIDTH, 0.5, 0.5)
-    raise AudioFormatError(f"{where}: {channels} channels; only mono or stereo WAV is supported")
-
-
-def read_wav(path: str | os.PathLike[str]) -> tuple[bytes, int]:
-    """Read a WAV file as PCM16LE mono at its own rate: `(pcm, sample_rate)`.
-
-    Accepts 8/16/24/32-bit integer PCM and μ-law, mono or stereo (mixed down). Anything else
-    raises `AudioFormatError`; a missing file raises `OSError` as usual.
-    """
-    where = os.fspath(path)
-    try:
-        with wave.open(where, "rb") as wav:
-            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
-    except wave.Error as exc:
-        if "unknown format: 7" in str(exc):
-            return _read_mulaw_wav(where)
-        raise AudioFormatError(f"{where}: not a usable WAV file ({exc})") from None
-    except EOFError:
-        raise AudioFormatError(f"{where}: truncated WAV file") from None
-    if width not in (1, 2, 3, 4):
-        raise AudioFormatError(f"{where}: {width * 8}-bit samples are not supported")
-    if rate <= 0:
-        raise AudioFormatError(f"{where}: invalid sample rate {rate}")
-    usable = len(frames) - len(frames) % (width * channels)  # a truncated last frame is dropped
-    return _to_mono(_to_pcm16(frames[:usable], width), channels, where), rate
-
-
-def _read_mulaw_wav(where: str) -> tuple[bytes, int]:
-    """The stdlib `wave` module reads only integer PCM; walk the RIFF chunks for μ-law."""
-    with open(where, "rb") as f:
-        blob = f.read()
-    if blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
-        raise AudioFormatError(f"{where}: not a RIFF/WAVE file")
-    fmt: tuple[int, int, int, int] | None = None
-    pos = 12
-    while pos + 8 <= len(blob):
-        chunk_id, size = blob[pos : pos + 4], struct.unpack_from("<I", blob, pos + 4)[0]
-        body = blob[pos + 8 : pos + 8 + size]
-        if chunk_id == b"fmt " and len(body) >= 16:
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
-            fmt = (tag, channels, rate, bits)
-        elif chunk_id == b"data":
-            if fmt is None:
-                break
-            tag, channels, rate, bits = fmt
-            if tag != _WAVE_FORMAT_MULAW or bits != 8 or rate <= 0:
-                break
-            usable = len(body) - len(body) % channels
-            return _to_mono(mulaw_to_pcm(body[:usable]), channels, where), rate
-        pos += 8 + size + (size & 1)  # chunks are padded to even length
-    raise AudioFormatError(f"{where}: malformed μ-law WAV file")
-
-
-def write_wav(path: str | os.PathLike[str], pcm: bytes, sample_rate: int) -> None:
-    """Write PCM16LE mono as a 16-bit mono WAV file."""
-    if len(pcm) % _SAMPLE_WIDTH:
-        raise ValueError(f"PCM16 needs an even number of bytes, got {len(pcm)}")
-    with wave.open(os.fspath(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(_SAMPLE_WIDTH)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)

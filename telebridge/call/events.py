@@ -7,7 +7,7 @@ commands into wire messages; nothing else in the bridge knows a carrier's format
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,7 +17,6 @@ class Started:
 
     call_id: str
     stream_id: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

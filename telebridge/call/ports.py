@@ -2,7 +2,8 @@
 
 `CarrierStream` is the sans-I/O shape of every carrier's stream protocol, `CallControl` the
 carrier's out-of-band control of one call (REST hangup and transfer), `Transport` the stream's
-WebSocket. The session knows nothing else of a carrier or of the server.
+WebSocket, `CallObserver` who watches a call. The session knows nothing else of a carrier or of
+the server.
 """
 
 from __future__ import annotations
@@ -75,3 +76,9 @@ class Transport(Protocol):
 
 # call id, what happened, details: for timelines, metrics and tests.
 CallObserver = Callable[[str, str, dict[str, Any]], None]
+
+
+class Emit(Protocol):
+    """How the parts of a session report what happened; the session tells its observer."""
+
+    def __call__(self, kind: str, **fields: Any) -> None: ...

@@ -106,9 +106,7 @@ class PlivoStream:
             if encoding not in (None, "audio/x-mulaw") or rate not in (None, 8000, "8000"):
                 raise ProtocolError(f"unexpected media format {encoding!r} at {rate!r} Hz")
         self.call_id, self.stream_id = call_id, stream_id
-        extra = data.get("extra_headers")
-        headers = {"extra_headers": extra} if isinstance(extra, str) and extra else {}
-        return Started(call_id=call_id, stream_id=stream_id, headers=headers)
+        return Started(call_id=call_id, stream_id=stream_id)
 
     @staticmethod
     def _media(data: Mapping[str, Any]) -> CallerAudio:

@@ -136,12 +136,7 @@ class VonageStream:
         if not isinstance(call_id, str) or not call_id:
             raise ProtocolError(f"websocket:connected without a {CALL_HEADER} header")
         self.call_id = call_id
-        headers = {
-            str(k): str(v)
-            for k, v in data.items()
-            if k != "event" and isinstance(v, str | int | float | bool)
-        }
-        return Started(call_id=call_id, stream_id="", headers=headers)
+        return Started(call_id=call_id, stream_id="")
 
     @staticmethod
     def _dtmf(data: Mapping[str, Any]) -> Digit:

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telebridge.call.audio import mulaw_to_pcm, write_wav
+from telebridge.call.audio import mulaw_to_pcm
 from telebridge.settings import Settings
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
+from telebridge.simulator.recording import write_wav
 
 
 class SimulationError(Exception):

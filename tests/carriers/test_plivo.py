@@ -39,7 +39,7 @@ START = {
 def started(**kwargs: bool) -> PlivoStream:
     stream = PlivoStream(**kwargs)
     [event] = stream.receive(json.dumps(START))
-    assert event == Started("call-1", "stream-1", {"extra_headers": "a=b"})
+    assert event == Started("call-1", "stream-1")
     return stream
 
 

@@ -158,29 +158,6 @@ async def test_transfer_sends_the_ncco_as_given(api: VonageApiFake, pkcs1: str) 
     assert request.json["destination"]["ncco"][0]["endpoint"][0]["number"] == "14155550123"
 
 
-async def test_create_call_places_a_call_whose_ncco_comes_from_the_bridge(
-    api: VonageApiFake, pkcs1: str
-) -> None:
-    rest = VonageRest(APP_ID, pkcs1, api.host)
-    call_uuid = await rest.create_call(
-        to="+14155550123",
-        from_="+447700900000",
-        answer_url="https://bridge.example.com/vonage/answer?flow=reminder",
-        event_url="https://bridge.example.com/vonage/event",
-    )
-    assert api.created == [call_uuid]
-    [request] = api.requests
-    assert (request.method, request.path) == ("POST", "/v1/calls")
-    assert request.json == {
-        "to": [{"type": "phone", "number": "14155550123"}],
-        "from": {"type": "phone", "number": "447700900000"},
-        "answer_url": ["https://bridge.example.com/vonage/answer?flow=reminder"],
-        "answer_method": "POST",
-        "event_url": ["https://bridge.example.com/vonage/event"],
-        "event_method": "POST",
-    }
-
-
 async def test_requests_go_to_the_region_host_given(api: VonageApiFake, pkcs1: str) -> None:
     async with VonageApiFake(ca=api.ca) as region:
         rest = VonageRest(APP_ID, pkcs1, api.host)

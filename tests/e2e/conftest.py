@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from telebridge.call.audio import pcm_to_mulaw
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.tts import WavesClient
 from telebridge.tts.standin import Faults, StandinServer, render
+from tests.call.mulaw import pcm_to_mulaw
 
 FLOWS = Path(__file__).parent / "flows"
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from telebridge.call.audio import mulaw_to_pcm, pcm_to_mulaw
+from telebridge.call.audio import mulaw_to_pcm
 from telebridge.calllog import CallRecord
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN, LocalBridge
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
@@ -37,6 +37,7 @@ from telebridge.simulator.plivo import signed_headers
 from telebridge.simulator.serving import ServedApp
 from telebridge.tokens import CALL_VARS, PLIVO_TRANSFER, sign_call_variables, sign_claims
 from telebridge.tts.standin import StandinServer, render
+from tests.call.mulaw import pcm_to_mulaw
 from tests.e2e.conftest import MakeBridge
 from tests.e2e.test_calls import CARRIERS, Carrier, released
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from telebridge.call.audio import mulaw_to_pcm, read_wav
+from telebridge.call.audio import mulaw_to_pcm
+from telebridge.flows.wav import read_wav
 from telebridge.settings import load_settings
 from telebridge.simulator.carrier import CallScript
 from telebridge.simulator.command import simulate, timeline, write_heard
