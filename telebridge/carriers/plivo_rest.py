@@ -143,16 +143,3 @@ class PlivoRest:
         """Send the A leg to new XML at `aleg_url` (which dials the transfer target)."""
         body = {"legs": "aleg", "aleg_url": aleg_url, "aleg_method": "POST"}
         await self._run("transfer", "POST", ("Call", call_uuid), body)
-
-    async def create_call(self, *, from_: str, to: str, answer_url: str, hangup_url: str) -> str:
-        """Place an outbound call; returns Plivo's request_uuid."""
-        body = {
-            "from": from_.lstrip("+"),
-            "to": to.lstrip("+"),
-            "answer_url": answer_url,
-            "answer_method": "POST",
-            "hangup_url": hangup_url,
-            "hangup_method": "POST",
-        }
-        response = await self._run("call", "POST", ("Call",), body)
-        return str(getattr(response, "request_uuid", ""))

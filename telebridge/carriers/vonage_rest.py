@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import requests
 from vonage import Auth, HttpClientOptions, Vonage, VonageError
 from vonage_http_client.errors import HttpRequestError
-from vonage_voice.models import CreateCallRequest, Phone, ToPhone
 
 from telebridge.settings import ConfigError
 
@@ -208,16 +207,3 @@ class VonageRest:
             region_host,
             lambda c: c.http_client.put(c.http_client.api_host, f"/v1/calls/{uuid}", body),
         )
-
-    async def create_call(self, *, to: str, from_: str, answer_url: str, event_url: str) -> str:
-        """Place an outbound call whose NCCO comes from `answer_url` (POST); returns its uuid."""
-        request = CreateCallRequest(
-            to=[ToPhone(number=to.strip().removeprefix("+"))],
-            from_=Phone(number=from_.strip().removeprefix("+")),
-            answer_url=[answer_url],
-            answer_method="POST",
-            event_url=[event_url],
-            event_method="POST",
-        )
-        response = await self._run("call", None, lambda c: c.voice.create_call(request))
-        return str(response.uuid)

@@ -1,5 +1,10 @@
-"""Outbound calls: placing one call through a carrier's REST API (`placing`), and campaigns of
-many, paced and resumable (`campaign`).
+"""Outbound calls: one call placed through a carrier's REST API, and campaigns of many, paced and
+resumable.
+
+One call: `request` (what is asked, checked; the signed callback URLs), `placers` (the carriers'
+REST SDKs), `placing` (the `Dialer`), `verdicts` (what became of the call, from the call log).
+Campaigns: `campaign_plan` (how it runs), `campaign_csv` (the list in, the results out),
+`campaign_state` (the SQLite state file), `campaign` (the runner and its entry points).
 
 May import: `telebridge.carriers` (REST clients and paths), `telebridge.calllog`, `telebridge.flows`
 and the root modules. Used by the CLI; never by the server or the call core.

@@ -1,132 +1,47 @@
 """Campaigns against the fake Plivo REST API, with the test playing the bridge in the call log:
-rate and concurrency limits, retries, resume after a stop or a kill, the results file."""
+rate and concurrency limits, retries, resume after a stop or a kill, the results file, and the
+state file's commits (off the event loop, each before its call)."""
 
 from __future__ import annotations
 
 import asyncio
-import csv
+import contextlib
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from telebridge.calllog import CallLog, CallRecorder
-from telebridge.outbound.campaign import (
-    CampaignError,
-    CampaignRunner,
-    CampaignState,
-    Plan,
-    read_list,
-    start,
-    state_path_for,
-)
+from telebridge.calllog import CallLog
+from telebridge.outbound.campaign import CampaignRunner, start
+from telebridge.outbound.campaign_csv import Row
+from telebridge.outbound.campaign_plan import CampaignError, Plan
+from telebridge.outbound.campaign_state import Attempt, CampaignState, state_path_for
 from telebridge.outbound.placing import Dialer
+from telebridge.outbound.request import CallbackUrls
 from telebridge.settings import load_settings
-from telebridge.simulator.fake_plivo_api import FakePlivoApi, RecordedRequest
+from telebridge.simulator.fake_plivo_api import FakePlivoApi
 from telebridge.tokens import Keys
-from tests.outbound.test_placing import (
-    FROM,
-    clean_env,
-    cli_env,
-    plivo_api,
-    plivo_settings,
-    run_cli,
-    signed_vars,
+from tests.outbound.campaign_fixtures import (
+    PlayedBridge,
+    bridge,
+    number,
+    people,
+    read_results,
+    write_list,
 )
+from tests.outbound.fixtures import FROM, clean_env, cli_env, plivo_api, plivo_settings, run_cli
 
-__all__ = ["clean_env", "plivo_api"]  # fixtures shared with test_outbound
+__all__ = ["bridge", "clean_env", "plivo_api"]  # shared fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
-CAUSES = {"busy": "Busy Line", "no-answer": "No Answer", "failed": "Invalid Destination Address"}
-
-
-def number(i: int) -> str:
-    return f"+1415555{i:04d}"
-
-
-@dataclass
-class PlayedBridge:
-    """Plays the serving bridge: writes each created call's fate into the call log.
-
-    `script` gives, per number, the fate of each attempt in turn ("answered", "busy",
-    "no-answer", "failed", or "silent": nothing is ever recorded); the default is answered.
-    """
-
-    log: CallLog
-    script: dict[str, list[str]] = field(default_factory=dict)
-    duration: float = 0.15
-    creates: list[tuple[float, str, str]] = field(default_factory=list)  # (at, to, attempt)
-    live: int = 0
-    max_live: int = 0
-    keys: Keys | None = None  # the serving bridge's; None: those of TELEBRIDGE_SECRET=SECRET
-
-    def created(self, to: str) -> int:
-        return sum(1 for _, n, _ in self.creates if n == to)
-
-    async def on_create(self, request: RecordedRequest, request_uuid: str) -> None:
-        to = "+" + request.body["to"]
-        variables = signed_vars(request.body["answer_url"], self.keys)
-        assert signed_vars(request.body["hangup_url"], self.keys) == variables
-        self.creates.append((request.at, to, variables["attempt"]))
-        fates = self.script.get(to, [])
-        n = self.created(to)
-        fate = fates[n - 1] if n <= len(fates) else "answered"
-        self.live += 1
-        self.max_live = max(self.max_live, self.live)
-        call_id = str(uuid.uuid4())  # Plivo's CallUUID: never the request_uuid
-        try:
-            if fate == "answered":
-                recorder = self.log.start_call(
-                    carrier="plivo", call_id=call_id, direction="outbound",
-                    from_number=FROM, to_number=to, flow="remind", variables=variables,
-                )  # fmt: skip
-                await asyncio.sleep(self.duration)
-                recorder.step_entered("remind")
-                recorder.digits_collected("remind", "1")
-                recorder.finish("completed")
-            elif fate != "silent":
-                await asyncio.sleep(self.duration)
-                # What the bridge's /plivo/hangup records for a call that never streamed.
-                CallRecorder(self.log, "plivo", call_id).vars_set(variables)
-                self.log.record_hangup("plivo", call_id, CAUSES[fate], 0)
-        finally:
-            self.live -= 1
-
-
-@pytest.fixture
-async def bridge(
-    plivo_api: tuple[FakePlivoApi, str], tmp_path: Path
-) -> AsyncIterator[tuple[PlayedBridge, str]]:
-    fake, url = plivo_api
-    with CallLog(tmp_path / "calls.db") as log:
-        played = PlayedBridge(log)
-        fake.on_create = played.on_create
-        yield played, url
-
-
-def write_list(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def people(n: int) -> list[dict[str, str]]:
-    return [{"to": number(i), "name": f"Person {i}", "time": f"{i} pm"} for i in range(1, n + 1)]
-
-
-def read_results(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 _OPEN_STATES: list[CampaignState] = []
@@ -155,36 +70,6 @@ async def run_campaign(
     results = Path(state.plan.results)
     state.write_results(results)
     return state, results
-
-
-# --- the list -------------------------------------------------------------------------------
-
-
-def test_the_list_needs_a_to_column_and_good_numbers(tmp_path: Path) -> None:
-    good = write_list(tmp_path / "good.csv", [{"to": "+1 415 555 0001", "name": "Ada", "x": ""}])
-    columns, rows = read_list(good)
-    assert columns == ["name", "x"]
-    assert rows[0].to == "+14155550001" and rows[0].variables == {"name": "Ada"}  # empty: unset
-    for content, problem in [
-        ("number,name\n+14155550001,Ada\n", "no column named 'to'"),
-        ("to,name\n+14155550001,Ada\n12,Bob\n", "line 3: to: '12' is not an E.164 number"),
-        ("to,first name\n+14155550001,Ada\n", "'first name' is not a variable name"),
-        ("to,attempt\n+14155550001,1\n", "'attempt' is set by telebridge itself"),
-        ("to,name\n", "no rows to call"),
-    ]:
-        bad = tmp_path / "bad.csv"
-        bad.write_text(content)
-        with pytest.raises(CampaignError, match=problem):
-            read_list(bad)
-
-
-def test_vonage_rate_is_capped_at_its_limit(tmp_path: Path) -> None:
-    list_path = write_list(tmp_path / "list.csv", people(1))
-    with pytest.raises(CampaignError, match=r"^--rate: vonage allows at most 3 calls a second"):
-        start(list_path, Plan(carrier="vonage", from_number=FROM, rate=5))
-    with pytest.raises(CampaignError, match=r"^--retry-on: 'answered'"):
-        start(list_path, Plan(carrier="plivo", from_number=FROM, retry_on=("answered",)))
-    assert not state_path_for(list_path).exists()
 
 
 # --- running --------------------------------------------------------------------------------
@@ -333,7 +218,7 @@ async def test_a_killed_campaign_resumes_without_calling_anyone_twice(
     cli_env(monkeypatch, tmp_path, url)
     list_path = write_list(tmp_path / "list.csv", people(8))
     script = (
-        "import sys; from tests.outbound.test_placing import run_cli; "
+        "import sys; from tests.outbound.fixtures import run_cli; "
         "code, out, err = run_cli(sys.argv[1:]); sys.stderr.write(err); sys.exit(code)"
     )
     argv = ["campaign", "run", str(list_path), "--carrier", "plivo", "--from", FROM,
@@ -418,3 +303,110 @@ async def test_the_campaign_command_reports_and_refuses_in_one_line(
         code, _, err = await asyncio.to_thread(run_cli, argv)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert len(played.creates) == 2
+
+
+# --- the state file's commits ----------------------------------------------------------------
+
+
+class SlowState(CampaignState):
+    """A state file whose commit of a new attempt waits, in the thread it runs in, for `release`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        super().__init__(path, conn)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.released_in_time: bool | None = None
+        self.order: list[str] = []
+
+    def begin(self, row: Row, now: float) -> Attempt:
+        self.entered.set()
+        self.released_in_time = self.release.wait(2.0)
+        attempt = super().begin(row, now)
+        self.order.append(f"committed {attempt.id}")
+        return attempt
+
+
+class RecordingPlacer:
+    """Places nothing; records the attempts the state file holds on disk when a call is placed."""
+
+    carrier = "plivo"
+
+    def __init__(self, state: SlowState) -> None:
+        self.state = state
+
+    def place(self, *, to: str, from_: str, urls: CallbackUrls) -> str:
+        with contextlib.closing(sqlite3.connect(self.state.path)) as conn:
+            on_disk = conn.execute("SELECT id, state FROM attempts").fetchall()
+        self.state.order.append(f"placed with {on_disk} on disk")
+        return "request-1"
+
+
+@contextlib.contextmanager
+def slow_campaign(tmp_path: Path) -> Iterator[tuple[SlowState, CampaignRunner]]:
+    """A one-row campaign over a SlowState, its calls placed by a RecordingPlacer."""
+    settings = plivo_settings("http://127.0.0.1:9", tmp_path)
+    list_path = write_list(tmp_path / "list.csv", people(1))
+    start(list_path, Plan(carrier="plivo", from_number=FROM, wait=0.2)).close()
+    state = SlowState.open(state_path_for(list_path))
+    _OPEN_STATES.append(state)
+    dialer = Dialer(settings, "plivo", FROM, placer=RecordingPlacer(state))
+    with CallLog(settings.telebridge_db) as log:
+        yield state, CampaignRunner(state, dialer, log, poll_interval=0.02)
+
+
+async def test_a_slow_commit_leaves_the_loop_running_and_still_comes_before_the_call(
+    tmp_path: Path,
+) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    with slow_campaign(tmp_path) as (state, runner):
+        ticker = asyncio.create_task(tick())
+        campaign = asyncio.create_task(runner.run())
+        await asyncio.to_thread(state.entered.wait, 5.0)
+        ticked = ticks
+        while ticks < ticked + 5:  # the loop runs other tasks while the commit waits
+            await asyncio.sleep(0.01)
+        assert state.order == []  # and the call waits for its attempt's commit
+        state.release.set()
+        async with asyncio.timeout(10):
+            finished = await campaign
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+    assert state.released_in_time  # the commit did not block the loop: the test released it
+    attempt = f"{state.plan.campaign_id}-1-1"
+    assert state.order == [
+        f"committed {attempt}",
+        f"placed with [('{attempt}', 'placing')] on disk",
+    ]
+    assert finished == {"unknown": 1}  # nothing played the bridge
+
+
+async def test_a_stop_during_a_commit_still_records_the_call_it_places(tmp_path: Path) -> None:
+    with slow_campaign(tmp_path) as (state, runner):
+        campaign = asyncio.create_task(runner.run())
+        await asyncio.to_thread(state.entered.wait, 5.0)
+        campaign.cancel()  # Ctrl-C while the attempt is being committed
+        await asyncio.sleep(0.05)
+        state.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await campaign
+    attempt = f"{state.plan.campaign_id}-1-1"
+    assert state.order == [
+        f"committed {attempt}",
+        f"placed with [('{attempt}', 'placing')] on disk",
+    ]
+    # `resume` follows the call that went out, by its request id: nobody is called twice.
+    (unfinished,) = state.unfinished()
+    assert (unfinished.id, unfinished.state, unfinished.request_id) == (
+        attempt,
+        "placed",
+        "request-1",
+    )
