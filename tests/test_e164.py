@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from telebridge.flows.loader import parse_flow
 from telebridge.flows.runner import FlowRunner
 from telebridge.outbound.placing import OutboundError, normalize_number
-from tests.flows.test_runner import FakePort, make_flow
+from tests.flows.fakes import FakePort, make_flow
 
 TEMPLATED = """\
 start: agent

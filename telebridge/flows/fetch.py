@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from telebridge.flows.runner import FetchFailed, FlowRunError
+from telebridge.flows.ports import FetchFailed, FlowRunError
 from telebridge.flows.wav import WavError, read_wav
 
 

@@ -1,7 +1,8 @@
 """The carrier-agnostic interpreter of call flows.
 
 `FlowRunner` walks a `Flow` and talks to the call only through `CallPort` (speech, audio, keys,
-transfer, hangup), so the same flow runs unchanged on every carrier and against test fakes.
+transfer, hangup), so the same flow runs unchanged on every carrier and against test fakes. The
+ports it talks through are in flows/ports.py, the webhook step's exchange in flows/webhook.py.
 
 Within one step the parts run in this order:
 
@@ -29,13 +30,11 @@ flow's top-level `vars:` defaults, variables given at call start, `set` and webh
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Literal
 
 from telebridge import e164
 from telebridge.flows import template
@@ -50,41 +49,23 @@ from telebridge.flows.model import (
     Transfer,
     Webhook,
 )
+from telebridge.flows.ports import (
+    CallPort,
+    FetchFailed,
+    FlowIO,
+    FlowRecorder,
+    FlowRunError,
+    NullRecorder,
+    SpeechOverrides,
+)
+from telebridge.flows.webhook import WebhookAnswer, WebhookFailed, call_webhook
+
+# The ports' names are re-exported: callers of the runner import them from here or the face.
+__all__ = ["CallPort", "FetchFailed", "FlowIO", "FlowRecorder", "FlowRunError", "FlowRunner",
+           "NullRecorder", "SpeechOverrides", "opening_prompt", "start_variables",
+           "step_overrides"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechOverrides:
-    """Per-step speech settings; None keeps the bridge's default."""
-
-    voice: str | None = None
-    speed: float | None = None
-    language: str | None = None
-
-
-class FetchFailed(Exception):
-    """The webhook gave no answer (refused, timed out, broken); the text says which."""
-
-
-class FlowIO(Protocol):
-    """What a flow needs from outside the call: the webhook step's HTTP and `play`'s audio files.
-
-    `telebridge.flows.fetch.HttpFlowIO` is the real one; the runner itself does no I/O.
-    """
-
-    async def post_json(
-        self,
-        url: str,
-        payload: Mapping[str, object],
-        timeout: float,  # noqa: ASYNC109
-    ) -> tuple[int, bytes]:
-        """POST `payload` as JSON: the answer's status and body; raises FetchFailed."""
-        ...
-
-    async def load_audio(self, path: Path) -> tuple[bytes, int]:
-        """16-bit mono PCM and its sample rate; raises FlowRunError for an unreadable file."""
-        ...
 
 
 def start_variables(flow: Flow, variables: dict[str, str]) -> dict[str, str]:
@@ -111,60 +92,6 @@ def opening_prompt(flow: Flow, variables: dict[str, str]) -> tuple[str, SpeechOv
     return template.render(text, values), step_overrides(step)
 
 
-class CallPort(Protocol):
-    """What the runner may do to a call; the call session implements it per carrier."""
-
-    async def say(self, text: str, *, barge_in: bool, overrides: SpeechOverrides) -> None:
-        """Queue speech; return once all of it is queued, or early when a key cut it off."""
-
-    async def play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
-        """Queue audio (PCM16LE mono)."""
-
-    async def pause(self, seconds: float) -> None:
-        """Queue silence."""
-
-    async def wait_played(self) -> bool:
-        """Wait until all queued audio played; False when a key cut a barge-in prompt off."""
-
-    def take_digits(self) -> str:
-        """Keys pressed since the last take (and forget them)."""
-
-    # The port's contract takes timeouts as arguments (the carrier side owns the clock).
-    async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109
-        """The next key press, or None after `timeout` seconds."""
-
-    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
-        """Transfer the call; True when the carrier accepted."""
-
-    async def hangup(self, reason: str) -> None:
-        """Wait until the queued audio played, then end the call."""
-
-
-class FlowRecorder(Protocol):
-    """The call log's view of a running flow."""
-
-    def step_entered(self, step: str) -> None: ...
-    def digits_collected(self, step: str, digits: str) -> None: ...
-    def vars_set(self, values: dict[str, str]) -> None: ...
-    def webhook_result(self, step: str, ok: bool, detail: str) -> None: ...
-
-
-class NullRecorder:
-    """A recorder that forgets everything."""
-
-    def step_entered(self, step: str) -> None:
-        pass
-
-    def digits_collected(self, step: str, digits: str) -> None:
-        pass
-
-    def vars_set(self, values: dict[str, str]) -> None:
-        pass
-
-    def webhook_result(self, step: str, ok: bool, detail: str) -> None:
-        pass
-
-
 @dataclass(frozen=True, slots=True)
 class _Goto:
     step: str
@@ -180,22 +107,6 @@ class _Spoken:
     """Speech from a webhook answer: spoken as is, never read as a template."""
 
     text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    values: dict[str, str]
-    say: str | None
-    next: str | None
-    detail: str
-
-
-class _WebhookFailed(Exception):
-    pass
-
-
-class FlowRunError(RuntimeError):
-    """A step cannot go on (unreadable audio file, missing step): the flow ends in error."""
 
 
 _Part = PromptPart | _Spoken
@@ -267,7 +178,7 @@ class FlowRunner:
         if step.webhook is not None:
             try:
                 answer = await self._call_webhook(step, step.webhook)
-            except _WebhookFailed as exc:
+            except WebhookFailed as exc:
                 self._recorder.webhook_result(step.id, False, str(exc))
                 if step.on_error is not None:
                     logger.warning(
@@ -400,56 +311,13 @@ class FlowRunner:
             return _Goto(step.on_error)
         return _End("error:transfer failed")
 
-    async def _call_webhook(self, step: Step, spec: Webhook) -> _Answer:
-        payload = {
-            "call_id": self.variables.get("call_id", ""),
-            "carrier": self.variables.get("carrier", ""),
-            "caller": self.variables.get("caller", ""),
-            "callee": self.variables.get("callee", ""),
-            "flow": self.flow.name,
-            "step": step.id,
-            "vars": dict(self.variables),
-        }
-        where = _public_part(spec.url)
-        try:
-            status, content = await self._need_io().post_json(spec.url, payload, spec.timeout)
-        except FetchFailed as exc:
-            raise _WebhookFailed(f"{where}: {exc}") from None
-        if not 200 <= status < 300:
-            raise _WebhookFailed(f"{where}: HTTP {status}")
-        try:
-            body = json.loads(content)
-        except (ValueError, UnicodeDecodeError):
-            raise _WebhookFailed(f"{where}: the answer is not JSON") from None
-        return self._read_answer(body, where, f"HTTP {status}")
+    async def _call_webhook(self, step: Step, spec: Webhook) -> WebhookAnswer:
+        return await call_webhook(self._need_io(), self.flow, step.id, spec, self.variables)
 
     def _need_io(self) -> FlowIO:
         if self._io is None:
             raise FlowRunError("this flow needs HTTP or audio files, and the runner has no FlowIO")
         return self._io
-
-    def _read_answer(self, body: object, where: str, detail: str) -> _Answer:
-        if not isinstance(body, dict):
-            raise _WebhookFailed(f"{where}: the answer is not a JSON object")
-        raw_vars = body.get("vars", {})
-        if not isinstance(raw_vars, dict):
-            raise _WebhookFailed(f"{where}: 'vars' is not an object")
-        values: dict[str, str] = {}
-        for name, value in raw_vars.items():
-            if isinstance(value, bool):
-                values[name] = "true" if value else "false"
-            elif value is None:
-                values[name] = ""
-            elif isinstance(value, str | int | float):
-                values[name] = str(value)
-            else:
-                raise _WebhookFailed(f"{where}: var {name!r} is not a plain value")
-        say, nxt = body.get("say"), body.get("next")
-        if say is not None and not isinstance(say, str):
-            raise _WebhookFailed(f"{where}: 'say' is not text")
-        if nxt is not None and (not isinstance(nxt, str) or nxt not in self.flow.steps):
-            raise _WebhookFailed(f"{where}: 'next' names no step of the flow: {nxt!r}")
-        return _Answer(values, say, nxt, detail)
 
 
 def _accept(digits: str, keys: str, gather: Gather) -> tuple[str, bool]:
@@ -461,9 +329,3 @@ def _accept(digits: str, keys: str, gather: Gather) -> tuple[str, bool]:
         if len(digits) >= gather.max_digits:
             return digits, True
     return digits, False
-
-
-def _public_part(url: str) -> str:
-    """The URL without credentials, query or fragment, which may carry secrets."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

@@ -1,12 +1,9 @@
-"""Tests for telebridge.flows.runner against a scripted fake call and a real local webhook."""
+"""Tests for telebridge.flows.runner against a scripted fake call, and the shipped flows."""
 
 import asyncio
-import contextlib
 import json
 import logging
-import socket
 import wave
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,109 +12,11 @@ import httpx
 import pytest
 
 from telebridge.flows.fetch import HttpFlowIO
-from telebridge.flows.loader import load_flow, parse_flow
-from telebridge.flows.model import Flow
-from telebridge.flows.runner import FlowRunner, SpeechOverrides
+from telebridge.flows.loader import load_flow
+from telebridge.flows.runner import FlowRunError, FlowRunner, SpeechOverrides
+from tests.flows.fakes import CALL, FakePort, Recorder, make_flow
 
 TIMEOUT = 0.05  # gather timeouts in the flows below: real waits, kept short
-
-CALL = {"caller": "+15550001111", "callee": "+15550002222", "call_id": "c-1", "carrier": "plivo"}
-
-
-class FakePort:
-    """A call that records what the runner asks and presses keys as scripted.
-
-    `presses` answer `next_digit` in turn: a key at once, or None for a timeout (a real wait).
-    `during` lists (text fragment, keys): the keys are pressed while the first prompt containing
-    the fragment plays, each entry used once.
-    """
-
-    def __init__(
-        self,
-        presses: list[str | None] | None = None,
-        during: list[tuple[str, str]] | None = None,
-        transfer_ok: bool = True,
-    ) -> None:
-        self.presses = list(presses or [])
-        self.during = list(during or [])
-        self.transfer_ok = transfer_ok
-        self.log: list[tuple[Any, ...]] = []
-        self.overrides: list[SpeechOverrides] = []
-        self.buffer = ""
-        self.interrupted = False
-        self.waiting = asyncio.Event()  # set once the runner waits for a key
-
-    async def say(self, text: str, *, barge_in: bool, overrides: SpeechOverrides) -> None:
-        self.log.append(("say", text, barge_in))
-        self.overrides.append(overrides)
-        for i, (fragment, keys) in enumerate(self.during):
-            if fragment in text:
-                del self.during[i]
-                self.buffer += keys
-                self.interrupted = self.interrupted or barge_in
-                break
-
-    async def play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
-        self.log.append(("play", len(pcm), sample_rate, barge_in))
-
-    async def pause(self, seconds: float) -> None:
-        self.log.append(("pause", seconds))
-
-    async def wait_played(self) -> bool:
-        self.log.append(("wait_played",))
-        interrupted, self.interrupted = self.interrupted, False
-        return not interrupted
-
-    def take_digits(self) -> str:
-        keys, self.buffer = self.buffer, ""
-        return keys
-
-    async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109 (the port's shape)
-        self.log.append(("next_digit", timeout))
-        self.waiting.set()
-        key = self.presses.pop(0) if self.presses else None
-        if key is None:
-            await asyncio.sleep(timeout)
-        return key
-
-    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
-        self.log.append(("transfer", to, timeout))
-        return self.transfer_ok
-
-    async def hangup(self, reason: str) -> None:
-        self.log.append(("hangup", reason))
-
-    def said(self) -> list[str]:
-        return [entry[1] for entry in self.log if entry[0] == "say"]
-
-    def calls(self, kind: str) -> list[tuple[Any, ...]]:
-        return [entry for entry in self.log if entry[0] == kind]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.steps: list[str] = []
-        self.digits: list[tuple[str, str]] = []
-        self.vars: list[dict[str, str]] = []
-        self.webhooks: list[tuple[str, bool, str]] = []
-
-    def step_entered(self, step: str) -> None:
-        self.steps.append(step)
-
-    def digits_collected(self, step: str, digits: str) -> None:
-        self.digits.append((step, digits))
-
-    def vars_set(self, values: dict[str, str]) -> None:
-        self.vars.append(values)
-
-    def webhook_result(self, step: str, ok: bool, detail: str) -> None:
-        self.webhooks.append((step, ok, detail))
-
-
-def make_flow(text: str, name: str = "test") -> Flow:
-    flow, problems = parse_flow(text, name)
-    assert flow is not None, [str(p) for p in problems]
-    return flow
 
 
 MENU = f"""\
@@ -409,6 +308,32 @@ async def test_unreadable_audio_ends_in_error(tmp_path: Path) -> None:
     assert outcome.startswith("error:") and "tone.wav" in outcome
 
 
+NO_IO = "error:this flow needs HTTP or audio files, and the runner has no FlowIO"
+
+
+@pytest.mark.parametrize(
+    ("step", "said"),
+    [
+        ('{webhook: {url: "https://crm.example.com/ivr"}, say: "Checking."}', []),
+        ('{say: "First.", play: tone.wav, hangup: true}', ["First."]),
+    ],
+)
+async def test_a_runner_without_io_ends_in_error_at_a_webhook_or_play(
+    step: str, said: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = FakePort()
+    recorder = Recorder()
+    flow = make_flow(f"start: a\nsteps:\n  a: {step}\n")
+    with caplog.at_level(logging.ERROR, logger="telebridge.flows.runner"):
+        outcome = await FlowRunner(flow, port, variables={}, recorder=recorder).run()
+    assert outcome == NO_IO
+    assert port.said() == said
+    assert port.calls("play") == [] and port.calls("hangup") == []
+    assert recorder.webhooks == []  # a missing FlowIO is a bug, not a failed webhook
+    [failure] = [r for r in caplog.records if r.exc_info]
+    assert failure.exc_info is not None and failure.exc_info[0] is FlowRunError
+
+
 # --- transfer, hangup, endings ----------------------------------------------------------------
 
 TRANSFER = """\
@@ -494,189 +419,6 @@ async def test_a_runner_runs_once() -> None:
     await runner.run()
     with pytest.raises(RuntimeError):
         await runner.run()
-
-
-# --- webhook against a real local HTTP server -------------------------------------------------
-
-
-class Hook:
-    """A tiny HTTP/1.1 server on 127.0.0.1: answers per path, records each request."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, tuple[int, bytes]] = {}
-        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
-        self.url = ""
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            method, target, _ = (await reader.readline()).decode().split(" ", 2)
-            path = target.partition("?")[0]
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, value = line.decode().split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append((method, path, headers, json.loads(body)))
-            if path == "/slow":  # never answers; returns once the client gives up
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5):
-                        await reader.read()
-                return
-            status, payload = self.answers[path]
-            writer.write(
-                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                + payload
-            )
-            await writer.drain()
-        finally:
-            writer.close()
-            self._handlers.discard(task)
-
-    async def stop(self) -> None:
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        number: int = sock.getsockname()[1]
-    return number  # nothing listens there once the socket is closed
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[Hook]:
-    server_hook = Hook()
-    server = await asyncio.start_server(server_hook.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    server_hook.url = f"http://127.0.0.1:{port}"
-    try:
-        yield server_hook
-    finally:
-        server.close()
-        await server_hook.stop()
-        await server.wait_closed()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as http:
-        yield http
-
-
-def webhook_flow(url: str, *, on_error: bool = True) -> str:
-    return f"""\
-start: lookup
-steps:
-  lookup:
-    webhook: {{url: "{url}", timeout: 0.3}}
-    say: "Checking done."
-    next: confirm
-{"    on_error: sorry" if on_error else ""}
-  confirm: {{say: "Balance {{{{balance}}}}.", hangup: true}}
-  vip: {{say: "Hello VIP.", hangup: true}}
-  sorry: {{say: "Sorry.", hangup: true}}
-"""
-
-
-async def run_hook(
-    text: str, client: httpx.AsyncClient | None
-) -> tuple[FakePort, FlowRunner, Recorder]:
-    port = FakePort()
-    recorder = Recorder()
-    runner = FlowRunner(
-        make_flow(text, "bank"),
-        port,
-        variables=dict(CALL),
-        recorder=recorder,
-        io=HttpFlowIO(client),
-    )
-    assert await runner.run() == "hangup"
-    return port, runner, recorder
-
-
-async def test_webhook_posts_call_state_and_applies_the_answer(
-    hook: Hook, client: httpx.AsyncClient
-) -> None:
-    answer = {
-        "vars": {"balance": 42, "vip": True, "note": None},
-        "say": "{{raw}} text",
-        "next": "vip",
-    }
-    hook.answers["/ivr"] = (200, json.dumps(answer).encode())
-    port, runner, recorder = await run_hook(webhook_flow(hook.url + "/ivr"), client)
-    [(method, path, headers, body)] = hook.requests
-    assert (method, path) == ("POST", "/ivr")
-    assert headers["content-type"] == "application/json"
-    assert body == {
-        "call_id": "c-1",
-        "carrier": "plivo",
-        "caller": "+15550001111",
-        "callee": "+15550002222",
-        "flow": "bank",
-        "step": "lookup",
-        "vars": {**CALL, "flow": "bank", "digits": ""},
-    }
-    assert port.said() == ["{{raw}} text", "Checking done.", "Hello VIP."]
-    assert runner.variables["balance"] == "42"
-    assert (runner.variables["vip"], runner.variables["note"]) == ("true", "")
-    assert recorder.webhooks == [("lookup", True, "HTTP 200")]
-    assert recorder.vars == [{"balance": "42", "vip": "true", "note": ""}]
-
-
-async def test_webhook_without_next_keeps_the_steps_next(hook: Hook) -> None:
-    hook.answers["/ivr"] = (200, b'{"vars": {"balance": "7"}}')
-    port, _, _ = await run_hook(webhook_flow(hook.url + "/ivr"), None)  # the runner's own client
-    assert port.said() == ["Checking done.", "Balance 7."]
-
-
-@pytest.mark.parametrize(
-    ("path", "status", "payload", "detail"),
-    [
-        ("/slow", 0, b"", "no answer within 0.3 s"),
-        ("/fail", 500, b'{"next": "vip"}', "HTTP 500"),
-        ("/notjson", 200, b"<html>hi</html>", "not JSON"),
-        ("/list", 200, b"[1, 2]", "not a JSON object"),
-        ("/badnext", 200, b'{"next": "nowhere"}', "names no step"),
-        ("/badvars", 200, b'{"vars": {"x": [1]}}', "not a plain value"),
-    ],
-)
-async def test_webhook_failures_go_to_on_error(
-    hook: Hook, client: httpx.AsyncClient, path: str, status: int, payload: bytes, detail: str
-) -> None:
-    hook.answers[path] = (status, payload)
-    port, runner, recorder = await run_hook(webhook_flow(hook.url + path), client)
-    assert port.said() == ["Sorry."]  # straight to on_error: the step's say is skipped
-    [(step, ok, text)] = recorder.webhooks
-    assert (step, ok) == ("lookup", False)
-    assert detail in text
-    assert "x" not in runner.variables
-
-
-async def test_webhook_failure_without_on_error_carries_on(
-    hook: Hook, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    hook.answers["/fail"] = (503, b"")
-    text = webhook_flow(hook.url + "/fail?token=s3cret", on_error=False)
-    with caplog.at_level(logging.WARNING, logger="telebridge.flows.runner"):
-        port, _, recorder = await run_hook(text, client)
-    assert port.said() == ["Checking done.", "Balance ."]
-    assert recorder.webhooks == [("lookup", False, f"{hook.url}/fail: HTTP 503")]
-    assert "s3cret" not in caplog.text  # query strings may carry secrets: never logged
-
-
-async def test_unreachable_webhook_is_a_failure(client: httpx.AsyncClient) -> None:
-    port, _, recorder = await run_hook(
-        webhook_flow(f"http://127.0.0.1:{unused_port()}/ivr"), client
-    )
-    assert port.said() == ["Sorry."]
-    assert recorder.webhooks[0][1] is False
 
 
 # --- the shipped flows ----------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""What the flow runner talks to, and what it hands out: the call (`CallPort`), the I/O edge
+(`FlowIO`: webhook HTTP and audio files), the call log (`FlowRecorder`), per-step speech settings
+and the errors a step can end in. Protocols and small values only; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["CallPort", "FetchFailed", "FlowIO", "FlowRecorder", "FlowRunError", "NullRecorder",
+           "SpeechOverrides"]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechOverrides:
+    """Per-step speech settings; None keeps the bridge's default."""
+
+    voice: str | None = None
+    speed: float | None = None
+    language: str | None = None
+
+
+class FetchFailed(Exception):
+    """The webhook gave no answer (refused, timed out, broken); the text says which."""
+
+
+class FlowIO(Protocol):
+    """What a flow needs from outside the call: the webhook step's HTTP and `play`'s audio files.
+
+    `telebridge.flows.fetch.HttpFlowIO` is the real one; the runner itself does no I/O.
+    """
+
+    async def post_json(
+        self,
+        url: str,
+        payload: Mapping[str, object],
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[int, bytes]:
+        """POST `payload` as JSON: the answer's status and body; raises FetchFailed."""
+        ...
+
+    async def load_audio(self, path: Path) -> tuple[bytes, int]:
+        """16-bit mono PCM and its sample rate; raises FlowRunError for an unreadable file."""
+        ...
+
+
+class CallPort(Protocol):
+    """What the runner may do to a call; the call session implements it per carrier."""
+
+    async def say(self, text: str, *, barge_in: bool, overrides: SpeechOverrides) -> None:
+        """Queue speech; return once all of it is queued, or early when a key cut it off."""
+
+    async def play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
+        """Queue audio (PCM16LE mono)."""
+
+    async def pause(self, seconds: float) -> None:
+        """Queue silence."""
+
+    async def wait_played(self) -> bool:
+        """Wait until all queued audio played; False when a key cut a barge-in prompt off."""
+
+    def take_digits(self) -> str:
+        """Keys pressed since the last take (and forget them)."""
+
+    # The port's contract takes timeouts as arguments (the carrier side owns the clock).
+    async def next_digit(self, timeout: float) -> str | None:  # noqa: ASYNC109
+        """The next key press, or None after `timeout` seconds."""
+
+    async def transfer(self, to: str, timeout: float) -> bool:  # noqa: ASYNC109
+        """Transfer the call; True when the carrier accepted."""
+
+    async def hangup(self, reason: str) -> None:
+        """Wait until the queued audio played, then end the call."""
+
+
+class FlowRecorder(Protocol):
+    """The call log's view of a running flow."""
+
+    def step_entered(self, step: str) -> None: ...
+    def digits_collected(self, step: str, digits: str) -> None: ...
+    def vars_set(self, values: dict[str, str]) -> None: ...
+    def webhook_result(self, step: str, ok: bool, detail: str) -> None: ...
+
+
+class NullRecorder:
+    """A recorder that forgets everything."""
+
+    def step_entered(self, step: str) -> None:
+        pass
+
+    def digits_collected(self, step: str, digits: str) -> None:
+        pass
+
+    def vars_set(self, values: dict[str, str]) -> None:
+        pass
+
+    def webhook_result(self, step: str, ok: bool, detail: str) -> None:
+        pass
+
+
+class FlowRunError(RuntimeError):
+    """A step cannot go on (unreadable audio file, missing step): the flow ends in error."""
