@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     telebridge_cache_dir: Path | None = None
     telebridge_cache_disk_mb: int = Field(512, ge=1, le=1_048_576)
     # Time allowed for the first audio chunk of a request before it counts as failed.
-    # Short on purpose: a failed first try is retried (see session.RETRY_WINDOW), and dead air
+    # Short on purpose: a failed first try is retried (see call.speaker.RETRY_WINDOW), and dead air
     # stays under ~3 s.
     waves_first_chunk_timeout: float = Field(1.2, gt=0, le=60)
     # Most Waves requests in flight at once (your plan's concurrency units); 0: no cap. Beyond
@@ -272,3 +272,37 @@ def _describe(exc: ValidationError) -> str:
     if not loc:
         return message
     return f"{loc[0].upper()}: {message}"
+
+
+def load_private_key(value: str) -> str:
+    """The application's private key as PKCS#8 PEM text, from PEM text or a file path.
+
+    The SDK only takes PKCS#8 text or a path with an extension; this also takes PKCS#1 keys,
+    paths without an extension and PEM whose newlines were escaped into one line. Errors name
+    the setting and never echo its value.
+    """
+    text = value.strip()
+    if "-----BEGIN" not in text:
+        try:
+            text = Path(text).expanduser().read_text(encoding="ascii").strip()
+        except (OSError, ValueError):
+            raise ConfigError(
+                "VONAGE_PRIVATE_KEY: neither PEM text nor a readable key file"
+            ) from None
+    text = text.replace("\\n", "\n")
+    try:
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise ConfigError("VONAGE_PRIVATE_KEY: the cryptography package is not installed") from None
+    try:
+        key = serialization.load_pem_private_key(text.encode("ascii", "replace"), password=None)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    except Exception:  # ValueError, TypeError, UnsupportedAlgorithm: all mean "not usable"
+        raise ConfigError(
+            "VONAGE_PRIVATE_KEY: not an unencrypted PEM private key (PKCS#1 or PKCS#8)"
+        ) from None
+    return pem.decode("ascii")

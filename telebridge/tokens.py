@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from telebridge.settings import ConfigError
+from telebridge.settings import ConfigError, load_private_key
 
 if TYPE_CHECKING:
     from telebridge.settings import Settings
@@ -188,8 +188,6 @@ class Keys:
                 if value is None:
                     continue
                 if name == "vonage_private_key":
-                    from telebridge.carriers.vonage_rest import load_private_key
-
                     # The same key as a path or as PEM text gives the same keys; a key that cannot
                     # be read gives none, and whatever needs it to call Vonage says so.
                     try:

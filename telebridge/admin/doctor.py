@@ -213,7 +213,8 @@ def _vonage_get(auth: Any, host: str, path: str, auth_type: str) -> str | None:
 def check_vonage(settings: Settings) -> list[Check]:
     from vonage import Auth
 
-    from telebridge.carriers.vonage_rest import host_of, load_private_key
+    from telebridge.carriers.vonage_rest import host_of
+    from telebridge.settings import load_private_key
 
     app_id, key = settings.vonage_application_id, settings.vonage_private_key
     if not settings.vonage_enabled:

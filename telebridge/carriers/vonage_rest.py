@@ -12,14 +12,13 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 from vonage import Auth, HttpClientOptions, Vonage, VonageError
 from vonage_http_client.errors import HttpRequestError
 
-from telebridge.settings import ConfigError
+from telebridge.settings import ConfigError, load_private_key
 
 logger = logging.getLogger(__name__)
 
@@ -65,40 +64,6 @@ def make_client(auth: Auth, api_host: str, *, timeout: int, max_retries: int = 3
         api_host=host_of(api_host), timeout=timeout, max_retries=max_retries
     )
     return Vonage(auth, options)
-
-
-def load_private_key(value: str) -> str:
-    """The application's private key as PKCS#8 PEM text, from PEM text or a file path.
-
-    The SDK only takes PKCS#8 text or a path with an extension; this also takes PKCS#1 keys,
-    paths without an extension and PEM whose newlines were escaped into one line. Errors name
-    the setting and never echo its value.
-    """
-    text = value.strip()
-    if "-----BEGIN" not in text:
-        try:
-            text = Path(text).expanduser().read_text(encoding="ascii").strip()
-        except (OSError, ValueError):
-            raise ConfigError(
-                "VONAGE_PRIVATE_KEY: neither PEM text nor a readable key file"
-            ) from None
-    text = text.replace("\\n", "\n")
-    try:
-        from cryptography.hazmat.primitives import serialization
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise ConfigError("VONAGE_PRIVATE_KEY: the cryptography package is not installed") from None
-    try:
-        key = serialization.load_pem_private_key(text.encode("ascii", "replace"), password=None)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    except Exception:  # ValueError, TypeError, UnsupportedAlgorithm: all mean "not usable"
-        raise ConfigError(
-            "VONAGE_PRIVATE_KEY: not an unencrypted PEM private key (PKCS#1 or PKCS#8)"
-        ) from None
-    return pem.decode("ascii")
 
 
 def host_of(url_or_host: str) -> str:

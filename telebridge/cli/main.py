@@ -11,30 +11,14 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from telebridge import __version__
+from telebridge.cli import ops as cli_ops
+from telebridge.cli.common import EXIT_USAGE, UsageError, settings_of
+from telebridge.cli.common import Parser as _Parser
 from telebridge.dtmf import DTMF_KEYS
 from telebridge.logs import setup_logging
-from telebridge.settings import ConfigError, Settings, load_settings
-
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line (exit 2), without the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class UsageError(Exception):
-    """A bad argument or setting found after parsing; the message is the whole story."""
-
-
-def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
-    return load_settings(getattr(args, "config", None), **overrides)
-
+from telebridge.settings import ConfigError
 
 # --- serve -----------------------------------------------------------------------------
 
@@ -51,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["telebridge_host"] = args.host
     if args.port is not None:
         overrides["telebridge_port"] = args.port
-    settings = _settings(args, **overrides)
+    settings = settings_of(args, **overrides)
     setup_logging(settings.telebridge_log_level, settings.telebridge_log_format)
     settings.require_public_url()
     try:
@@ -127,7 +111,7 @@ def cmd_flows_check(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from telebridge.simulator import command
 
-    settings = _settings(args)
+    settings = settings_of(args)
     setup_logging("debug" if args.verbose else "error")
     if args.url is None:
         # The in-process bridge serves the flows: refuse a bad flow before placing the call.
@@ -168,7 +152,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_calls(args: argparse.Namespace) -> int:
     from telebridge import calllog
 
-    settings = _settings(args)
+    settings = settings_of(args)
     since = None
     if args.since:
         try:
@@ -230,8 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     calls.add_argument("--since", help="only calls since then: ISO date/time or an age like 2h, 7d")
     calls.add_argument("--limit", type=int, help="only the newest N calls")
-
-    from telebridge.cli import ops as cli_ops
 
     cli_ops.register(sub, add)
 

@@ -19,19 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from telebridge.settings import ConfigError, Settings, load_settings
+from telebridge.cli.common import UsageError, settings_of
+from telebridge.settings import ConfigError, Settings
 
 Handler = Callable[[argparse.Namespace], int]
 AddCommand = Callable[[str, str, Handler], argparse.ArgumentParser]
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None))
-
-
 def _usage(message: str) -> Exception:
-    from telebridge.cli.main import UsageError
-
     return UsageError(message)
 
 
@@ -52,7 +47,7 @@ def _quiet_logs() -> None:
 def cmd_call(args: argparse.Namespace) -> int:
     from telebridge.outbound import placing as outbound
 
-    settings = _settings(args)
+    settings = settings_of(args)
     _quiet_logs()
     try:
         variables = outbound.parse_vars(args.var or [])
@@ -161,7 +156,7 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
     from telebridge.outbound import campaign
     from telebridge.outbound import placing as outbound
 
-    settings = _settings(args)
+    settings = settings_of(args)
     _quiet_logs()
     rate = args.rate if args.rate is not None else campaign.DEFAULT_RATE[args.carrier]
     plan = campaign.Plan(
@@ -190,7 +185,7 @@ def cmd_campaign_resume(args: argparse.Namespace) -> int:
     from telebridge.outbound import campaign
     from telebridge.outbound import placing as outbound
 
-    settings = _settings(args)
+    settings = settings_of(args)
     _quiet_logs()
     try:
         state = campaign.CampaignState.open(campaign.resume_path(Path(args.file)))
@@ -258,7 +253,7 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
 def cmd_configure_plivo(args: argparse.Namespace) -> int:
     from telebridge.admin import configure
 
-    settings = _settings(args)
+    settings = settings_of(args)
     _quiet_logs()
     try:
         report = configure.configure_plivo(
@@ -279,7 +274,7 @@ def cmd_configure_plivo(args: argparse.Namespace) -> int:
 def cmd_configure_vonage(args: argparse.Namespace) -> int:
     from telebridge.admin import configure
 
-    settings = _settings(args)
+    settings = settings_of(args)
     _quiet_logs()
     application_id = args.application_id or settings.vonage_application_id
     if not application_id:
@@ -300,7 +295,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from telebridge.admin import doctor
 
     _quiet_logs()
-    checks = doctor.diagnose(lambda: _settings(args))
+    checks = doctor.diagnose(lambda: settings_of(args))
     sys.stdout.write(doctor.format_table(checks))
     return 0 if all(check.ok for check in checks) else 1
 

@@ -125,7 +125,8 @@ class VonagePlacer:
     def __init__(
         self, application_id: str, private_key: str, api_host: str, *, timeout: int
     ) -> None:
-        from telebridge.carriers.vonage_rest import host_of, load_private_key
+        from telebridge.carriers.vonage_rest import host_of
+        from telebridge.settings import load_private_key
 
         self._application_id = application_id
         self._private_key = load_private_key(private_key)

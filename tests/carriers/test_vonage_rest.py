@@ -22,9 +22,9 @@ from websockets.exceptions import ConnectionClosed
 from telebridge.carriers import vonage_http, vonage_rest
 from telebridge.carriers.vonage import transfer_ncco
 from telebridge.carriers.vonage_http import VonageCallControl
-from telebridge.carriers.vonage_rest import VonageRest, VonageRestError, load_private_key
+from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
 from telebridge.server import Bridge
-from telebridge.settings import ConfigError, Settings
+from telebridge.settings import ConfigError, Settings, load_private_key
 from telebridge.simulator.fake_vonage_api import VonageApiFake
 from telebridge.simulator.serving import ServedApp, bind_loopback
 from telebridge.tts import SpeechOptions
