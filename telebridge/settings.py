@@ -1,7 +1,8 @@
 """The one typed settings object: environment, `.env`, then the YAML file given by `--config`.
 
 Nothing else in telebridge reads `os.environ`. A bad value becomes a `ConfigError` whose message
-names the setting, so the CLI can print one line and exit 2.
+names the setting, so the CLI can print one line and exit 2. `load_private_key` turns the
+Vonage private key setting (PEM text or a key file) into the PEM text that signing uses.
 """
 
 from __future__ import annotations

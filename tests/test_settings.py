@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from telebridge.settings import ConfigError, Settings, load_settings
+from telebridge.settings import ConfigError, Settings, load_private_key, load_settings
 from tests.cli.test_main import PREFIXES, clean_env, one_line_error, telebridge
 
 REPO = Path(__file__).resolve().parent.parent
@@ -218,6 +220,68 @@ def test_a_bad_value_from_the_environment_names_the_setting(
     monkeypatch.setenv(name, text)
     with pytest.raises(ConfigError, match=f"^{name}: "):
         load_settings()
+
+
+# --- the Vonage private key ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem(key: rsa.RSAPrivateKey, fmt: serialization.PrivateFormat) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+
+
+def test_private_keys_load_from_text_or_file(rsa_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
+    pkcs8 = pem(rsa_key, serialization.PrivateFormat.PKCS8)
+    pkcs1 = pem(rsa_key, serialization.PrivateFormat.TraditionalOpenSSL)
+    assert load_private_key(pkcs8) == pkcs8
+    assert load_private_key(pkcs1) == pkcs8
+    assert load_private_key(f"  {pkcs8}\n\n") == pkcs8  # surrounding blanks
+    assert load_private_key(pkcs1.strip().replace("\n", "\\n")) == pkcs8  # one-line env value
+    key_file = tmp_path / "private"  # no extension: the SDK alone would take it for PEM text
+    key_file.write_text(pkcs1)
+    assert load_private_key(str(key_file)) == pkcs8
+    assert load_private_key(f" {key_file} ") == pkcs8
+    escaped = tmp_path / "escaped.key"
+    escaped.write_text(pkcs8.strip().replace("\n", "\\n"))
+    assert load_private_key(str(escaped)) == pkcs8
+
+
+def test_a_missing_key_file_is_one_clear_error(tmp_path: Path) -> None:
+    for value in (str(tmp_path / "nope.key"), str(tmp_path)):  # missing; a folder
+        with pytest.raises(ConfigError) as raised:
+            load_private_key(value)
+        assert str(raised.value) == "VONAGE_PRIVATE_KEY: neither PEM text nor a readable key file"
+        assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_bad_private_keys_are_named_but_never_echoed(
+    rsa_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    encrypted = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ).decode()
+    truncated = pem(rsa_key, serialization.PrivateFormat.PKCS8)[:400]
+    not_a_key = tmp_path / "notes.txt"
+    not_a_key.write_text("these are not the keys you are looking for")
+    unusable = "VONAGE_PRIVATE_KEY: not an unencrypted PEM private key (PKCS#1 or PKCS#8)"
+    for value, message in [
+        (encrypted, unusable),
+        (truncated, unusable),
+        (str(not_a_key), unusable),
+        ("not-a-key-at-all", "VONAGE_PRIVATE_KEY: neither PEM text nor a readable key file"),
+    ]:
+        with pytest.raises(ConfigError) as raised:
+            load_private_key(value)
+        assert str(raised.value) == message
+        fragment = max(value.splitlines(), key=len)[-24:]
+        assert fragment not in str(raised.value)
+        assert raised.value.__cause__ is None and raised.value.__suppress_context__
 
 
 # --- the CLI -------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from typing import Any
 
 import requests
 
+from telebridge import e164
 from telebridge.carriers import paths
-from telebridge.outbound.placing import OutboundError, normalize_number
 from telebridge.settings import ConfigError, Settings
 
 logger = logging.getLogger(__name__)
@@ -197,6 +197,14 @@ def _app_id_of(uri: object) -> str:
     return parts[-1] if parts else ""
 
 
+def _plivo_number(text: str) -> str:
+    """`text` as Plivo names a number: E.164 digits without the "+"."""
+    number = e164.parse(text)
+    if number is None:
+        raise ConfigureError(f"--number: {text.strip()!r} is not an E.164 number ({e164.RULE})")
+    return number.lstrip("+")
+
+
 def configure_plivo(
     settings: Settings,
     *,
@@ -208,10 +216,7 @@ def configure_plivo(
     """Create or update the Plivo application and attach `numbers` to it."""
     if bool(app_name) == bool(app_id):
         raise ConfigureError("give --app-name NAME or --app-id ID (one of them)")
-    try:
-        wanted_numbers = [normalize_number(n, "--number").lstrip("+") for n in numbers]
-    except OutboundError as exc:
-        raise ConfigureError(str(exc)) from None
+    wanted_numbers = [_plivo_number(n) for n in numbers]
     urls = plivo_urls(settings)
     client = _plivo_client(settings)
     if app_id:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from telebridge.settings import ConfigError, Settings, load_settings
+from telebridge.settings import ConfigError, Settings, load_private_key, load_settings
 
 MIN_SECRET_CHARS = 16
 PROBE_TEXT = "Hello."
@@ -214,7 +214,6 @@ def check_vonage(settings: Settings) -> list[Check]:
     from vonage import Auth
 
     from telebridge.carriers.vonage_rest import host_of
-    from telebridge.settings import load_private_key
 
     app_id, key = settings.vonage_application_id, settings.vonage_private_key
     if not settings.vonage_enabled:

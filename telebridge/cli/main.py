@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from telebridge import __version__
+from telebridge.cli import admin as cli_admin
 from telebridge.cli import ops as cli_ops
-from telebridge.cli.common import EXIT_USAGE, UsageError, settings_of
+from telebridge.cli.common import EXIT_USAGE, Handler, UsageError, command, settings_of
 from telebridge.cli.common import Parser as _Parser
 from telebridge.dtmf import DTMF_KEYS
 from telebridge.logs import setup_logging
@@ -187,11 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, help: str, handler: Callable[[argparse.Namespace], int]) -> _Parser:
-        p: _Parser = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--config", help="YAML settings file (also TELEBRIDGE_CONFIG)")
-        return p
+    def add(name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
+        return command(sub, name, help, handler)
 
     serve = add("serve", "run the bridge (uvicorn)", cmd_serve)
     serve.add_argument("--host", help="listen address (default 0.0.0.0 or TELEBRIDGE_HOST)")
@@ -216,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--limit", type=int, help="only the newest N calls")
 
     cli_ops.register(sub, add)
+    cli_admin.register(sub, add)
 
     flows = sub.add_parser("flows", help="work with flow files", description="work with flow files")
     flows_sub = flows.add_subparsers(dest="flows_command", metavar="ACTION", parser_class=_Parser)

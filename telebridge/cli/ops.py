@@ -1,4 +1,4 @@
-"""The operations commands: `call`, `campaign run|resume`, `configure plivo|vonage`, `doctor`.
+"""The commands that place calls: `call` and `campaign run|resume`.
 
 `register(sub, add)` adds them to the `telebridge` parser. Mistakes in arguments or settings end
 as `UsageError`/`ConfigError` (one line, exit 2). A carrier's API failing (an error status, no
@@ -14,32 +14,12 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from telebridge.cli.common import UsageError, settings_of
+from telebridge.cli.common import AddCommand, UsageError, failed, nested, quiet_logs, settings_of
 from telebridge.settings import ConfigError, Settings
-
-Handler = Callable[[argparse.Namespace], int]
-AddCommand = Callable[[str, str, Handler], argparse.ArgumentParser]
-
-
-def _usage(message: str) -> Exception:
-    return UsageError(message)
-
-
-def _failed(message: str) -> int:
-    print(f"telebridge: {message}", file=sys.stderr)
-    return 1
-
-
-def _quiet_logs() -> None:
-    from telebridge.logs import setup_logging
-
-    setup_logging("warning")
-
 
 # --- call ------------------------------------------------------------------------------------
 
@@ -48,20 +28,20 @@ def cmd_call(args: argparse.Namespace) -> int:
     from telebridge.outbound import placing as outbound
 
     settings = settings_of(args)
-    _quiet_logs()
+    quiet_logs()
     try:
         variables = outbound.parse_vars(args.var or [])
         dialer = outbound.Dialer(settings, args.carrier, args.from_, flow=args.flow)
         attempt = "call-" + secrets.token_hex(6)
         placed = dialer.call(args.to, {**variables, "attempt": attempt})
     except outbound.OutboundError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     except outbound.PlacementError as exc:
         if exc.status == 401:
-            raise _usage(f"{exc}: check {_credential_names(args.carrier)}") from None
+            raise UsageError(f"{exc}: check {_credential_names(args.carrier)}") from None
         if exc.placed == "no":
-            return _failed(f"the call was not placed: {exc}")
-        return _failed(f"the call may have been placed (look before calling again): {exc}")
+            return failed(f"the call was not placed: {exc}")
+        return failed(f"the call may have been placed (look before calling again): {exc}")
     kind = "request_uuid" if args.carrier == "plivo" else "call uuid"
     print(
         f"{args.carrier} call to {placed.to} placed: {kind} {placed.request_id} (attempt {attempt})"
@@ -87,7 +67,7 @@ def _wait_for(settings: Settings, carrier: str, attempt: str, request_id: str, l
     try:
         log = calllog.CallLog.from_settings(settings)
     except calllog.CallLogError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     deadline = time.monotonic() + limit
     try:
         while time.monotonic() < deadline:
@@ -157,7 +137,7 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
     from telebridge.outbound import placing as outbound
 
     settings = settings_of(args)
-    _quiet_logs()
+    quiet_logs()
     rate = args.rate if args.rate is not None else campaign.DEFAULT_RATE[args.carrier]
     plan = campaign.Plan(
         carrier=args.carrier,
@@ -176,7 +156,7 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
         plan = replace(plan, from_number=dialer.from_)
         state = campaign.start(Path(args.list), plan, Path(args.state) if args.state else None)
     except (outbound.OutboundError, campaign.CampaignError) as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     print(f"campaign {plan.campaign_id}: state in {state.path}", file=sys.stderr)
     return _run(settings, state, dialer, args.poll)
 
@@ -186,11 +166,11 @@ def cmd_campaign_resume(args: argparse.Namespace) -> int:
     from telebridge.outbound import placing as outbound
 
     settings = settings_of(args)
-    _quiet_logs()
+    quiet_logs()
     try:
         state = campaign.CampaignState.open(campaign.resume_path(Path(args.file)))
     except campaign.CampaignError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     try:
         plan = state.plan
         if args.concurrency is not None or args.rate is not None:
@@ -203,7 +183,7 @@ def cmd_campaign_resume(args: argparse.Namespace) -> int:
         dialer = outbound.Dialer(settings, plan.carrier, plan.from_number, flow=plan.flow)
     except (outbound.OutboundError, campaign.CampaignError) as exc:
         state.close()
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     except ConfigError:
         state.close()
         raise
@@ -220,7 +200,7 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
         log = calllog.CallLog.from_settings(settings)
     except calllog.CallLogError as exc:
         state.close()
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     runner = campaign.CampaignRunner(state, dialer, log, progress=progress, poll_interval=poll)
     results = Path(state.plan.results)
     try:
@@ -235,7 +215,7 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
         return 130
     except campaign.CampaignError as exc:
         progress.close()
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     finally:
         state.write_results(results)
         state.close()
@@ -245,59 +225,6 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
     # Busy and unanswered are the callees' answers; a failure or an unknown outcome (the carrier
     # refused or did not confirm the call, among others) leaves a row for the user to look at.
     return 1 if finished["failed"] or finished[outbound.UNKNOWN] else 0
-
-
-# --- configure and doctor --------------------------------------------------------------------
-
-
-def cmd_configure_plivo(args: argparse.Namespace) -> int:
-    from telebridge.admin import configure
-
-    settings = settings_of(args)
-    _quiet_logs()
-    try:
-        report = configure.configure_plivo(
-            settings,
-            app_name=args.app_name,
-            app_id=args.app_id,
-            numbers=args.number or [],
-            dry_run=args.dry_run,
-        )
-    except configure.ConfigureError as exc:
-        raise _usage(str(exc)) from None
-    except configure.CarrierFailure as exc:
-        return _failed(str(exc))
-    print(configure.format_report(report))
-    return 0
-
-
-def cmd_configure_vonage(args: argparse.Namespace) -> int:
-    from telebridge.admin import configure
-
-    settings = settings_of(args)
-    _quiet_logs()
-    application_id = args.application_id or settings.vonage_application_id
-    if not application_id:
-        raise _usage("--application-id: give the Vonage application (or set VONAGE_APPLICATION_ID)")
-    try:
-        report = configure.configure_vonage(
-            settings, application_id=application_id, dry_run=args.dry_run
-        )
-    except configure.ConfigureError as exc:
-        raise _usage(str(exc)) from None
-    except configure.CarrierFailure as exc:
-        return _failed(str(exc))
-    print(configure.format_report(report))
-    return 0
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from telebridge.admin import doctor
-
-    _quiet_logs()
-    checks = doctor.diagnose(lambda: settings_of(args))
-    sys.stdout.write(doctor.format_table(checks))
-    return 0 if all(check.ok for check in checks) else 1
 
 
 # --- registration ----------------------------------------------------------------------------
@@ -317,27 +244,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _nested(
-    sub: Any, name: str, help: str
-) -> Callable[[str, str, Handler], argparse.ArgumentParser]:
-    """A command with actions (`campaign run`), each action with --config like `add` gives."""
-    group = sub.add_parser(name, help=help, description=help)
-    actions = group.add_subparsers(
-        dest=f"{name}_action", metavar="ACTION", parser_class=type(group)
-    )
-    actions.required = True
-
-    def add_action(action: str, text: str, handler: Handler) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(action, help=text, description=text)
-        parser.set_defaults(handler=handler)
-        parser.add_argument("--config", help="YAML settings file (also TELEBRIDGE_CONFIG)")
-        return parser
-
-    return add_action
-
-
 def register(sub: Any, add: AddCommand) -> None:
-    """Add `call`, `campaign`, `configure` and `doctor` to the `telebridge` subparsers."""
+    """Add `call` and `campaign` to the `telebridge` subparsers."""
     carriers = ["plivo", "vonage"]
 
     call = add("call", "place one outbound call that runs a flow", cmd_call)
@@ -358,7 +266,7 @@ def register(sub: Any, add: AddCommand) -> None:
         help="give up waiting after this long (default 900)",
     )  # fmt: skip
 
-    add_campaign = _nested(sub, "campaign", "place one call per row of a CSV list")
+    add_campaign = nested(sub, "campaign", "place one call per row of a CSV list")
     run = add_campaign("run", "start a campaign: one call per CSV row", cmd_campaign_run)
     run.add_argument("list", metavar="LIST.csv", help="column `to`; other columns are variables")
     run.add_argument("--carrier", choices=carriers, required=True)
@@ -403,28 +311,3 @@ def register(sub: Any, add: AddCommand) -> None:
     resume.add_argument("--concurrency", type=_positive_int, metavar="N")
     resume.add_argument("--rate", type=_positive_float, metavar="R")
     resume.add_argument("--poll", type=_positive_float, default=1.0, metavar="SECONDS")
-
-    add_configure = _nested(sub, "configure", "point a carrier at TELEBRIDGE_PUBLIC_URL")
-    plivo = add_configure(
-        "plivo", "create or update a Plivo application and attach numbers", cmd_configure_plivo
-    )
-    which = plivo.add_mutually_exclusive_group(required=True)
-    which.add_argument("--app-name", metavar="NAME", help="find (or create) by name")
-    which.add_argument("--app-id", metavar="ID", help="an existing application")
-    plivo.add_argument(
-        "--number", action="extend", nargs="+", metavar="N",
-        help="numbers to attach to the application (repeatable)",
-    )  # fmt: skip
-    plivo.add_argument("--dry-run", action="store_true", help="show the changes, make none")
-    vonage = add_configure(
-        "vonage", "set a Vonage application's voice webhooks and signed callbacks",
-        cmd_configure_vonage,
-    )  # fmt: skip
-    vonage.add_argument("--application-id", metavar="ID", help="default: VONAGE_APPLICATION_ID")
-    vonage.add_argument("--dry-run", action="store_true", help="show the changes, make none")
-
-    add(
-        "doctor",
-        "check settings, the Waves key, carrier credentials and the public URL",
-        cmd_doctor,
-    )

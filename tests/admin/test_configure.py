@@ -155,7 +155,10 @@ async def test_plivo_mistakes_are_one_line(
         (["configure", "plivo", "--app-name", "a", "--app-id", "1"], "not allowed with"),
         (["configure", "plivo", "--app-id", "999"], "--app-id: no Plivo application 999"),
         (["configure", "plivo", "--app-name", "twin"], "pick one with --app-id"),
-        (["configure", "plivo", "--app-name", "x", "--number", "12"], "--number: '12'"),
+        (
+            ["configure", "plivo", "--app-name", "x", "--number", "12"],
+            "--number: '12' is not an E.164 number ('+', the country code, 7 to 15 digits",
+        ),
         (
             ["configure", "plivo", "--app-name", "x", "--number", NUMBER],
             f"--number: {NUMBER} is not a number of this Plivo account",

@@ -24,7 +24,7 @@ from telebridge.carriers.vonage import transfer_ncco
 from telebridge.carriers.vonage_http import VonageCallControl
 from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
 from telebridge.server import Bridge
-from telebridge.settings import ConfigError, Settings, load_private_key
+from telebridge.settings import Settings
 from telebridge.simulator.fake_vonage_api import VonageApiFake
 from telebridge.simulator.serving import ServedApp, bind_loopback
 from telebridge.tts import SpeechOptions
@@ -53,39 +53,6 @@ async def api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[VonageApiFake]:
         # The SDK offers no CA option; requests honours this variable for every session.
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake.ca_path)
         yield fake
-
-
-# --- the private key --------------------------------------------------------------------
-
-
-def test_private_keys_load_from_text_or_file(
-    rsa_key: rsa.RSAPrivateKey, pkcs1: str, tmp_path: Path
-) -> None:
-    pkcs8 = pem(rsa_key, serialization.PrivateFormat.PKCS8)
-    assert load_private_key(pkcs8) == pkcs8
-    assert load_private_key(pkcs1) == pkcs8
-    assert load_private_key(pkcs1.strip().replace("\n", "\\n")) == pkcs8  # one-line env value
-    key_file = tmp_path / "private"  # no extension: the SDK alone would take it for PEM text
-    key_file.write_text(pkcs1)
-    assert load_private_key(str(key_file)) == pkcs8
-
-
-def test_bad_private_keys_are_named_but_never_echoed(
-    rsa_key: rsa.RSAPrivateKey, tmp_path: Path
-) -> None:
-    encrypted = rsa_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"passphrase"),
-    ).decode()
-    truncated = pem(rsa_key, serialization.PrivateFormat.PKCS8)[:400]
-    missing = str(tmp_path / "nope.key")
-    for value in (encrypted, truncated, missing, "not-a-key-at-all"):
-        with pytest.raises(ConfigError, match="VONAGE_PRIVATE_KEY") as raised:
-            load_private_key(value)
-        fragment = max(value.splitlines(), key=len)[-24:]
-        assert fragment not in str(raised.value)
-        assert raised.value.__cause__ is None and raised.value.__suppress_context__
 
 
 def test_region_hosts_are_only_vonage_hosts(pkcs1: str) -> None:
