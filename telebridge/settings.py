@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # environment, decoded by _numbers_from_json so that a malformed one names the setting.
     telebridge_numbers: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
+    # The call API (/v1/): off without a key; several keys separated by commas (rotation).
+    telebridge_api_key: SecretStr | None = None
+    # Requests a second each API key may make (bursts of twice as many); beyond it 429.
+    telebridge_api_rate: float = Field(10.0, gt=0, le=10_000)
+
     waves_api_key: SecretStr | None = None
     waves_url: str = DEFAULT_WAVES_URL
     waves_voice: str = "emily"

@@ -48,6 +48,11 @@ VALUES: dict[str, tuple[str, object]] = {
     "TELEBRIDGE_MARK_TIMEOUT": ("2.5", 2.5),
     "TELEBRIDGE_MAX_CALLS": ("40", 40),
     "TELEBRIDGE_DRAIN_TIMEOUT": ("0", 0.0),
+    "TELEBRIDGE_API_KEY": (
+        "key-one-0123456789,key-two-0123456789",
+        "key-one-0123456789,key-two-0123456789",
+    ),
+    "TELEBRIDGE_API_RATE": ("2.5", 2.5),
     "TELEBRIDGE_LOG_LEVEL": ("debug", "debug"),
     "TELEBRIDGE_LOG_FORMAT": ("json", "json"),
     "TELEBRIDGE_CACHE_MB": ("0", 0),

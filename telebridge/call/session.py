@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telebridge.call.events import (
@@ -38,8 +38,9 @@ from telebridge.call.ports import (
 from telebridge.call.speaker import MAX_ATTEMPTS, RETRY_PAUSE, RETRY_WINDOW, Speaker, speech_for
 from telebridge.call.state import CallLifecycle, CallState
 from telebridge.flows import Flow, FlowIO, FlowRecorder, FlowRunner, SpeechOverrides
+from telebridge.flows.model import TRANSFER_TIMEOUT
 from telebridge.tts import SpeechOptions, Synthesizer
-from telebridge.tts.errors import WavesAuthError, WavesForbiddenError
+from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError
 
 __all__ = [
     "APOLOGY",
@@ -50,6 +51,7 @@ __all__ = [
     "SEND_BATCH_FRAMES",
     "STOP_SPEECH_WAIT",
     "TRANSFER_CLOSE_WAIT",
+    "CallNotLive",
     "CallSession",
     "CallState",
     "speech_for",
@@ -65,6 +67,10 @@ TRANSFER_CLOSE_WAIT = 10.0
 STOP_SPEECH_WAIT = 10.0
 # Spoken by the carrier's own TTS when Waves cannot speak for the bridge.
 APOLOGY = "We are sorry, we cannot continue this call right now. Please call again later."
+
+
+class CallNotLive(Exception):
+    """The call cannot take that request now (it is ending, or already being ended)."""
 
 
 class CallSession:
@@ -114,8 +120,18 @@ class CallSession:
         )
         self._closed = asyncio.Event()
         self._flow_task: asyncio.Task[str] | None = None
+        self._runner: FlowRunner | None = None
         self._stop_reason: str | None = None
+        # What a stop ends with once the speech under way has played (default: a hangup).
+        self._stop_action: Callable[[], Awaitable[str]] | None = None
+        self._announcements: set[asyncio.Task[None]] = set()
         self._bad_messages = 0
+        self.ended_by: dict[str, str] = {}  # who ended the call from outside, and why
+
+    @property
+    def step(self) -> str | None:
+        """The flow step being run (None before the flow starts)."""
+        return self._runner.step if self._runner is not None else None
 
     @property
     def state(self) -> CallState:
@@ -133,6 +149,7 @@ class CallSession:
     ) -> str:
         """Run the flow until it ends or the caller goes; returns the call's outcome."""
         runner = FlowRunner(flow, self, variables=variables, recorder=recorder, io=io)
+        self._runner = runner
         reader = asyncio.create_task(self._read_loop(), name=f"read:{self.call_id}")
         sender = asyncio.create_task(self._playout.run(), name=f"send:{self.call_id}")
         flow_task = asyncio.create_task(self._run_flow(runner), name=f"flow:{self.call_id}")
@@ -149,8 +166,12 @@ class CallSession:
             if flow_task in done and flow_task.cancelled() and self._stop_reason:
                 # Stopped from outside (shutdown): the prompt under way plays out, then hang up.
                 await self._speaker.finish_speaking(STOP_SPEECH_WAIT)
-                await self.hangup(self._stop_reason)
-                self.outcome = self._stop_reason
+                await self._finish_announcements(STOP_SPEECH_WAIT)
+                if self._stop_action is not None:
+                    self.outcome = await self._stop_action()
+                else:
+                    await self.hangup(self._stop_reason)
+                    self.outcome = self._stop_reason
             elif flow_task in done:
                 self.outcome = flow_task.result()
             elif reader in done:
@@ -162,10 +183,10 @@ class CallSession:
                     logger.error("call %s: sender failed: %r", self.call_id, exc)
         finally:
             self._lifecycle.move_to(CallState.ENDED)
-            for task in tasks:
+            for task in (*tasks, *self._announcements):
                 task.cancel()
             self._speaker.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._announcements, return_exceptions=True)
             await self._transport.close()
             self._emit("ended", outcome=self.outcome, underruns=self._playout.underruns)
         return self.outcome or "ended"
@@ -195,6 +216,68 @@ class CallSession:
         self._speaker.stopping = True
         if self._flow_task is not None and not self._flow_task.done():
             self._flow_task.cancel()
+
+    # --- control from outside the call (the call API) -----------------------------------
+
+    def announce(self, text: str, overrides: SpeechOverrides, *, interrupt: bool) -> None:
+        """Speak `text` after the utterance under way, or at once with `interrupt` (which cuts
+        off what is playing and drops what was announced before). The flow goes on."""
+        self._require_live()
+        if interrupt:
+            self._emit("api_interrupt")
+            for task in self._announcements:
+                task.cancel()
+            self._speaker.cut()
+            self._playout.clear()
+        task = asyncio.create_task(self._announce(text, overrides), name=f"say:{self.call_id}")
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)
+
+    async def _announce(self, text: str, overrides: SpeechOverrides) -> None:
+        self._emit("api_say", text=text)
+        try:
+            await self._speaker.say(text, barge_in=False, overrides=overrides)
+        except TTSError as exc:
+            # The caller missed an announcement; the flow, which did not ask for it, goes on.
+            logger.error("call %s: speech asked for by the API failed: %s", self.call_id, exc)
+            if self._speaker.failure is exc:
+                self._speaker.failure = None
+
+    async def _finish_announcements(self, limit: float) -> None:
+        pending = set(self._announcements)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=limit)
+            for task in late:
+                task.cancel()
+
+    async def end_from_outside(self, reason: str, *, by: str = "api") -> None:
+        """Hang up once what is queued (announcements too) has played; the flow stops now."""
+        self._require_live()
+        self.ended_by = {"by": by, "reason": reason}
+        await self.stop(f"{by}-hangup")
+
+    async def transfer_from_outside(self, to: str, *, by: str = "api") -> None:
+        """Transfer once what is queued has played; the flow stops now. Refused: hang up."""
+        self._require_live()
+        self.ended_by = {"by": by, "transfer": to}
+
+        async def transfer() -> str:
+            if await self.transfer(to, TRANSFER_TIMEOUT):
+                await self._await_close(TRANSFER_CLOSE_WAIT)
+                return "transfer"
+            await self.hangup("error:transfer failed")
+            return "error:transfer failed"
+
+        self._stop_action = transfer
+        await self.stop(f"{by}-transfer")
+
+    def _require_live(self) -> None:
+        if self.state is not CallState.STREAMING:
+            raise CallNotLive(f"the call is {self.state.value}")
+        if self._stop_reason is not None:
+            raise CallNotLive(f"the call is being ended ({self._stop_reason})")
+        if self._flow_task is None or self._flow_task.done():
+            raise CallNotLive("the call's flow has ended")
 
     async def _end_politely(self) -> None:
         """Waves cannot speak: let what was queued play, then the carrier apologises and ends."""

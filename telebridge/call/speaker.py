@@ -80,6 +80,7 @@ class Speaker:
         )
         self._utterance = 0
         self._task: asyncio.Task[None] | None = None  # the synthesis under way
+        self._turn = asyncio.Lock()  # held by the utterance being synthesised
         self._spoke: set[int] = set()  # utterances Waves has produced audio for
         # The speech failure that ended the flow, if one did.
         self.failure: TTSError | None = None
@@ -94,7 +95,23 @@ class Speaker:
     # --- prompts ----------------------------------------------------------------------
 
     async def say(self, text: str, *, barge_in: bool, overrides: SpeechOverrides) -> None:
-        """Speak `text`; returns once all of it is queued, or early when a key cut it off."""
+        """Speak `text`; returns once all of it is queued, or early when a key cut it off.
+
+        Utterances take turns: the flow's prompts and speech asked for through the call API
+        are synthesised one at a time, each whole, in the order they asked.
+        """
+        await self._turn.acquire()
+        try:
+            await self._say(text, barge_in=barge_in, overrides=overrides)
+        finally:
+            task = self._task
+            if task is not None and not task.done() and self.stopping:
+                # Left to finish after a stop: the turn is over only once it has.
+                task.add_done_callback(lambda _: self._turn.release())
+            else:
+                self._turn.release()
+
+    async def _say(self, text: str, *, barge_in: bool, overrides: SpeechOverrides) -> None:
         if barge_in and self._keys.pending:
             return  # a key already cut this prompt off before it began
         self._keys.start_prompt(barge_in)
@@ -164,6 +181,10 @@ class Speaker:
 
     async def play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
         """Queue audio (PCM16LE mono at `sample_rate`)."""
+        async with self._turn:
+            self._play(pcm, sample_rate, barge_in=barge_in)
+
+    def _play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
         if barge_in and self._keys.pending:
             return
         self._keys.start_prompt(barge_in)
@@ -179,6 +200,10 @@ class Speaker:
 
     async def pause(self, seconds: float) -> None:
         """Queue `seconds` of silence; keys cut it off as they would the prompt before it."""
+        async with self._turn:
+            self._pause(seconds)
+
+    def _pause(self, seconds: float) -> None:
         self._keys.start_prompt(self._keys.interruptible)
         frames = round(seconds / 0.02)
         encoder = FrameEncoder(

@@ -14,9 +14,12 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from telebridge.api.auth import ApiKeys, RateLimiter
+from telebridge.api.routes import api_routes
 from telebridge.calllog import CallLog
 from telebridge.carriers import plivo_http, vonage_http
 from telebridge.server.bridge import Bridge
+from telebridge.server.desk import BridgeDesk
 from telebridge.server.ops import ops_routes
 from telebridge.settings import Settings
 from telebridge.tts import WavesClient
@@ -34,6 +37,7 @@ def create_app(bridge: Bridge) -> Starlette:
     routes: list[BaseRoute] = ops_routes(bridge)
     routes += plivo_http.routes(bridge)
     routes += vonage_http.routes(bridge)
+    routes += _call_api(bridge, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,6 +51,20 @@ def create_app(bridge: Bridge) -> Starlette:
             yield
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _call_api(bridge: Bridge, settings: Settings) -> list[BaseRoute]:
+    secret = settings.telebridge_api_key
+    keys = ApiKeys.parse(secret.get_secret_value() if secret else None)
+    if keys is None:
+        logger.info("the call API (/v1/) is off: set TELEBRIDGE_API_KEY to turn it on")
+    else:
+        logger.info("the call API (/v1/) is on, with %d key(s)", len(keys))
+        if keys.weak:
+            logger.warning("TELEBRIDGE_API_KEY: a key is under 16 characters: use long random keys")
+    rate = settings.telebridge_api_rate
+    limiter = RateLimiter(rate, max(1, round(rate * 2)))
+    return api_routes(BridgeDesk(bridge), keys, limiter)
 
 
 async def _assemble_speech(

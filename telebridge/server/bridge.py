@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from telebridge.carriers.host import ControlFor
 from telebridge.flows.library import FlowLibrary, UnknownFlow
 from telebridge.flows.runner import opening_prompt
 from telebridge.server.metrics import Metrics
+from telebridge.server.placed import PlacedCalls
 from telebridge.server.stream import call_variables, run_stream
 from telebridge.settings import ConfigError, Settings
 from telebridge.tokens import (
@@ -46,6 +48,15 @@ logger = logging.getLogger(__name__)
 UNREADY_AFTER_WAVES_ERRORS = 3
 
 
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """A call whose stream runs here: its session and what its answer granted."""
+
+    session: CallSession
+    grant: StreamGrant
+    started_at: str  # ISO-8601 UTC
+
+
 @dataclass
 class Bridge:
     """What every call of one running server shares."""
@@ -56,6 +67,9 @@ class Bridge:
     tts: Synthesizer | None = None
     observers: list[CallObserver] = field(default_factory=list)
     calls: dict[str, CallSession] = field(default_factory=dict)
+    live: dict[str, LiveCall] = field(default_factory=dict)
+    # Calls placed through the call API, by the id it gave (server/placed.py).
+    placed: PlacedCalls = field(default_factory=PlacedCalls)
     http: httpx.AsyncClient | None = None
     calllog: CallLog | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -181,6 +195,8 @@ class Bridge:
         to_number: str | None = None,
     ) -> None:
         """A carrier's hangup/completed callback: the call log keeps its cause and duration."""
+        if variables and call_id not in self.calls:
+            self.placed.ended(variables.get("attempt"), call_id)
         if self.calllog is None or not call_id:
             return
         self.calllog.record_hangup(
@@ -214,12 +230,18 @@ class Bridge:
         for observer in self.observers:
             observer(call_id, kind, fields)
 
-    def add_call(self, call_id: str, session: CallSession) -> None:
+    def add_call(self, call_id: str, session: CallSession, grant: StreamGrant) -> None:
         self.pending.pop(call_id, None)
         self.calls[call_id] = session
+        started = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self.live[call_id] = LiveCall(session, grant, started)
+        self.placed.streaming(grant.variables.get("attempt"), call_id)
 
     def remove_call(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
+        live = self.live.pop(call_id, None)
+        if live is not None:
+            self.placed.ended(live.grant.variables.get("attempt"))
         if not self.calls:
             self._no_calls.set()
 

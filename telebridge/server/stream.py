@@ -67,7 +67,7 @@ class StreamHost(Protocol):
         """Tell every observer what happened to a call."""
         ...
 
-    def add_call(self, call_id: str, session: CallSession) -> None:
+    def add_call(self, call_id: str, session: CallSession, grant: StreamGrant) -> None:
         """A call's stream started: it is live, no longer pending."""
         ...
 
@@ -124,7 +124,7 @@ async def run_stream(
         observer=host.notify,
     )
     variables = call_variables(grant, call_id)
-    host.add_call(call_id, session)
+    host.add_call(call_id, session, grant)
     host.notify(call_id, "started", {"carrier": carrier, "flow": grant.flow})
     recorder = None
     if host.calllog is not None:
@@ -152,6 +152,8 @@ async def run_stream(
         if recorder is not None:
             if session.hangup_reason:
                 recorder.note("hangup", reason=session.hangup_reason)
+            if session.ended_by:
+                recorder.note("ended_by", **session.ended_by)
             recorder.finish(outcome)
         await io.aclose()
 

@@ -18,6 +18,7 @@ import json
 import re
 import tempfile
 import uuid as uuidlib
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,10 @@ class VonageApiFake:
     # Set on every request, for tests that wait for the bridge to call.
     received: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    # Called (in a task, after the answer) for every call created, with its request and uuid:
+    # a test plays Vonage answering the call.
+    on_create: Callable[[Recorded, str], Coroutine[Any, Any, None]] | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Share one CA between fakes so a single REQUESTS_CA_BUNDLE trusts them all.
     ca: trustme.CA = field(default_factory=_new_ca)
     _dir: tempfile.TemporaryDirectory[str] | None = None
@@ -144,6 +149,10 @@ class VonageApiFake:
             return failure
         call_uuid = str(uuidlib.uuid4())
         self.created.append(call_uuid)
+        if self.on_create is not None:
+            task = asyncio.create_task(self.on_create(self.requests[-1], call_uuid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return JSONResponse(
             {
                 "uuid": call_uuid,
@@ -207,6 +216,8 @@ class VonageApiFake:
         await self._served.start()
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._served is not None:
             await self._served.stop()
         if self._dir is not None:

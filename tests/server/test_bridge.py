@@ -77,7 +77,7 @@ class FakeCall:
 
 def add_fake(bridge: Bridge, call_id: str, ends_after: float | None) -> FakeCall:
     call = FakeCall(bridge, call_id, ends_after)
-    bridge.add_call(call_id, cast(CallSession, call))
+    bridge.add_call(call_id, cast(CallSession, call), grant(call_id))
     return call
 
 

@@ -1,0 +1,100 @@
+"""`Idempotency-Key` for `POST /v1/calls`: a request retried with the same key gets the first
+one's answer and places no second call, while the first is still running too.
+
+Answers are kept `ttl` seconds (a day), at most `max_keys` of them, in this process's memory:
+a restart forgets them, and a key reused with a different body is refused (422).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from telebridge.api.bodies import ApiError
+
+__all__ = ["Answer", "IdempotencyStore"]
+
+MAX_KEY_CHARS = 255
+# Answers that say "try again later" are not kept: the retry must really try again.
+NOT_KEPT = frozenset({429, 503})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Entry:
+    fingerprint: str
+    at: float
+    answer: asyncio.Future[Answer]
+
+
+class IdempotencyStore:
+    def __init__(
+        self,
+        *,
+        ttl: float = 86400.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._max = max_keys
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    @staticmethod
+    def check_key(key: str) -> None:
+        if not key or len(key) > MAX_KEY_CHARS or not key.isprintable() or not key.isascii():
+            raise ApiError(400, f"Idempotency-Key: 1 to {MAX_KEY_CHARS} printable ASCII characters")
+
+    async def run(
+        self,
+        client: str,
+        key: str,
+        request: dict[str, Any],
+        work: Callable[[], Awaitable[Answer]],
+    ) -> tuple[Answer, bool]:
+        """The answer for `key` (True: replayed from an earlier request), running `work` once."""
+        self._expire()
+        fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+        entry = self._entries.get((client, key))
+        if entry is not None:
+            if entry.fingerprint != fingerprint:
+                raise ApiError(422, "Idempotency-Key was already used with a different request")
+            return await asyncio.shield(entry.answer), True
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._entries[(client, key)] = _Entry(fingerprint, self._clock(), future)
+        try:
+            answer = await work()
+        except ApiError as exc:
+            answer = Answer(exc.status, exc.body(), exc.headers)
+        except BaseException as exc:
+            # Not known whether it placed a call: keep no answer, and fail those waiting.
+            self._entries.pop((client, key), None)
+            future.set_exception(ApiError(500, "the first request with this key failed"))
+            future.exception()  # retrieved: nobody may be waiting
+            raise exc from None
+        if answer.status in NOT_KEPT:
+            self._entries.pop((client, key), None)
+        future.set_result(answer)
+        return answer, False
+
+    def _expire(self) -> None:
+        cutoff = self._clock() - self._ttl
+        while self._entries:
+            key, entry = next(iter(self._entries.items()))
+            if entry.at >= cutoff and len(self._entries) <= self._max:
+                break
+            if not entry.answer.done():
+                break  # still running: never dropped under a waiting retry
+            del self._entries[key]

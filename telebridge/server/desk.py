@@ -1,0 +1,202 @@
+"""The call API's `CallDesk` over one running bridge: placing calls through the carriers' REST
+APIs (in a worker thread: their SDKs block), the live calls and the call log, and the live calls'
+sessions for say, hangup and transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from telebridge.api.bodies import ApiError, HangupCall, PlaceCall, Say, TransferCall
+from telebridge.call.session import CallNotLive, CallSession
+from telebridge.calllog import CallRecord
+from telebridge.flows import SpeechOverrides
+from telebridge.flows.library import UnknownFlow
+from telebridge.outbound.placers import CallPlacer
+from telebridge.outbound.placing import PlacementError, placer_for
+from telebridge.outbound.request import CARRIERS, OutboundError, callback_urls
+from telebridge.outbound.verdicts import find_call
+from telebridge.server.bridge import Bridge, LiveCall
+from telebridge.settings import ConfigError
+from telebridge.tokens import CALL_VARS
+
+__all__ = ["BridgeDesk"]
+
+logger = logging.getLogger(__name__)
+
+# The carriers' credentials errors are the bridge's, not the client's: named, as a 502.
+_CREDENTIALS = {
+    "plivo": "PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN",
+    "vonage": "VONAGE_APPLICATION_ID / VONAGE_PRIVATE_KEY",
+}
+
+
+class BridgeDesk:
+    """What the `/v1/` routes act through, on `bridge`."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+        self._placers: dict[str, CallPlacer] = {}
+
+    # --- placing --------------------------------------------------------------------
+
+    def _placer(self, carrier: str) -> CallPlacer:
+        placer = self._placers.get(carrier)
+        if placer is None:
+            try:
+                placer = self._placers[carrier] = placer_for(self._bridge.settings, carrier)
+            except ConfigError as exc:
+                message = f"carrier: {carrier} calls are off on this bridge: {exc}"
+                raise ApiError(400, message) from None
+        return placer
+
+    async def place(self, call: PlaceCall) -> dict[str, Any]:
+        bridge = self._bridge
+        if bridge.draining:
+            raise ApiError(503, "the bridge is shutting down", headers={"Retry-After": "30"})
+        placer = self._placer(call.carrier)
+        try:
+            flow = bridge.flows.choose(call.flow, call.to).name
+        except UnknownFlow:
+            have = ", ".join(bridge.flows.names) or "none"
+            raise ApiError(400, f"flow: no flow named {call.flow!r} (have: {have})") from None
+        if bridge.busy(call.carrier):
+            raise ApiError(503, "the bridge is at TELEBRIDGE_MAX_CALLS",
+                           headers={"Retry-After": "5"})  # fmt: skip
+        attempt = "api-" + secrets.token_hex(8)
+        variables = {**call.variables, "direction": "outbound", "attempt": attempt}
+        key = bridge.keys.key(CALL_VARS, call.carrier)
+        try:
+            urls = callback_urls(bridge.settings, key, call.carrier, flow, variables)
+        except (OutboundError, ConfigError) as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
+            request_id = await asyncio.to_thread(
+                placer.place, to=call.to, from_=call.from_, urls=urls
+            )
+        except PlacementError as exc:
+            raise _carrier_failure(call.carrier, exc) from None
+        bridge.placed.add(request_id, attempt, call.carrier, call.to, call.from_, flow)
+        logger.info("api: %s call to %s placed: %s", call.carrier, call.to, request_id)
+        return {"call_id": request_id, "carrier": call.carrier, "to": call.to,
+                "from": call.from_, "flow": flow, "status": "queued"}  # fmt: skip
+
+    # --- looking --------------------------------------------------------------------
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        calls = [self._live(call) for call in self._bridge.live.values()]
+        calls += [p.as_api() for p in self._bridge.placed.queued()]
+        return calls
+
+    async def find(self, call_id: str) -> dict[str, Any] | None:
+        bridge = self._bridge
+        live = self._live_call(call_id)
+        placed = bridge.placed.get(call_id)
+        if live is not None:
+            record = await self._record(live.grant.carrier, live.session.call_id)
+            return {**(record.to_json() if record else {}), **self._live(live)}
+        if placed is not None and placed.state == "queued":
+            return placed.as_api()
+        if placed is not None:
+            record = await self._record(placed.carrier, placed.call_id, attempt=placed.attempt)
+            extra = {"request_id": placed.request_id, "state": "ended"}
+            return {**record.to_json(), **extra} if record else placed.as_api()
+        for carrier in CARRIERS:
+            record = await self._record(carrier, call_id)
+            if record is not None:
+                return {**record.to_json(), "state": "ended"}
+        return None
+
+    async def _record(
+        self, carrier: str, call_id: str | None, *, attempt: str | None = None
+    ) -> CallRecord | None:
+        log = self._bridge.calllog
+        if log is None:
+            return None
+        if call_id:
+            record = await asyncio.to_thread(log.get, carrier, call_id)
+            if record is not None or attempt is None:
+                return record
+        if attempt is not None:
+            return await asyncio.to_thread(find_call, log, carrier, attempt, None)
+        return None
+
+    def _live_call(self, call_id: str) -> LiveCall | None:
+        live = self._bridge.live.get(call_id)
+        if live is None:
+            placed = self._bridge.placed.get(call_id)
+            if placed is not None and placed.call_id:
+                live = self._bridge.live.get(placed.call_id)
+        return live
+
+    def _session(self, call_id: str) -> CallSession:
+        live = self._live_call(call_id)
+        if live is not None:
+            return live.session
+        placed = self._bridge.placed.get(call_id)
+        if placed is not None and placed.state == "queued":
+            raise ApiError(409, "the call has not been answered yet")
+        if placed is not None:
+            raise ApiError(409, "the call has ended")
+        raise ApiError(404, "no such call live on this bridge")
+
+    def _live(self, call: LiveCall) -> dict[str, Any]:
+        grant = call.grant
+        placed = self._bridge.placed.by_attempt(grant.variables.get("attempt"))
+        return {
+            "call_id": call.session.call_id,
+            **({"request_id": placed.request_id} if placed is not None else {}),
+            "carrier": grant.carrier,
+            "direction": grant.variables.get("direction", "inbound"),
+            "from": grant.caller,
+            "to": grant.callee,
+            "flow": grant.flow,
+            "step": call.session.step,
+            "started_at": call.started_at,
+            "state": call.session.state.value,
+        }
+
+    # --- acting ---------------------------------------------------------------------
+
+    def say(self, call_id: str, request: Say) -> None:
+        session = self._session(call_id)
+        overrides = SpeechOverrides(request.voice, request.speed, request.language)
+        try:
+            session.announce(request.text, overrides, interrupt=request.interrupt)
+        except CallNotLive as exc:
+            raise ApiError(409, str(exc)) from None
+
+    async def hangup(self, call_id: str, request: HangupCall) -> None:
+        session = self._session(call_id)
+        try:
+            await session.end_from_outside(request.reason or "requested")
+        except CallNotLive as exc:
+            raise ApiError(409, str(exc)) from None
+
+    async def transfer(self, call_id: str, request: TransferCall) -> None:
+        session = self._session(call_id)
+        try:
+            await session.transfer_from_outside(request.to)
+        except CallNotLive as exc:
+            raise ApiError(409, str(exc)) from None
+
+
+def _carrier_failure(carrier: str, exc: PlacementError) -> ApiError:
+    """The carrier's answer to a call it did not confirm, as the API answers it."""
+    extra: dict[str, Any] = {"carrier": carrier, "placed": exc.placed}
+    if exc.status is not None:
+        extra["carrier_status"] = exc.status
+    if exc.rate_limited:
+        wait = str(max(1, round(exc.retry_after or 1)))
+        return ApiError(503, str(exc), headers={"Retry-After": wait}, **extra)
+    if exc.status in (401, 403):
+        return ApiError(502, f"{exc}: check {_CREDENTIALS[carrier]}", **extra)
+    if exc.placed == "no" and exc.status is not None and exc.status < 500:
+        return ApiError(422, str(exc), **extra)
+    if exc.placed == "maybe":
+        return ApiError(502, f"{exc}; the call may have been placed: look before placing it "
+                        "again", **extra)  # fmt: skip
+    return ApiError(502, str(exc), **extra)
