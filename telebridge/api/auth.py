@@ -32,7 +32,7 @@ class ApiKeys:
     @classmethod
     def parse(cls, setting: str | None) -> ApiKeys | None:
         """The keys of a `TELEBRIDGE_API_KEY` value; None when it names none."""
-        if setting is None or not setting.strip(" ,"):
+        if setting is None or not any(k.strip() for k in setting.split(",")):
             return None
         return cls(setting.split(","))
 

@@ -87,6 +87,8 @@ def read_object(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "the body is not UTF-8 text") from None
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply") from None
     except ValueError as exc:
         raise ApiError(400, f"the body is not JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -151,7 +153,10 @@ def place_call(body: dict[str, Any]) -> PlaceCall:
             raise ApiError(400, str(exc)) from None
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ApiError(400, f"vars: {name!r} must be a string or a number")
-        text = str(value)
+        try:
+            text = str(value)
+        except ValueError:  # an int of more digits than Python turns into text
+            text = "x" * (MAX_VALUE_CHARS + 1)
         if len(text) > MAX_VALUE_CHARS:
             raise ApiError(400, f"vars: {name!r} is over {MAX_VALUE_CHARS} characters")
         variables[name] = text
@@ -161,7 +166,8 @@ def place_call(body: dict[str, Any]) -> PlaceCall:
 def say(body: dict[str, Any]) -> Say:
     _fields(body, ("text",), ("interrupt", "voice", "speed", "language"))
     text = _text(body, "text", MAX_TEXT_CHARS)
-    assert text is not None
+    if text is None:
+        raise ApiError(400, "text: required")
     interrupt = body.get("interrupt", False)
     if not isinstance(interrupt, bool):
         raise ApiError(400, "interrupt: must be true or false")
