@@ -175,7 +175,7 @@ class VonagePlacer:
             if status >= 500:
                 message = f"vonage call failed: HTTP {status}"
                 raise PlacementError(message, placed="maybe", status=status) from None
-            message = f"vonage refused the call: HTTP {status}"
+            message = f"vonage refused the call: {_vonage_reason(exc.response)}"
             raise PlacementError(message, placed="no", status=status) from None
         except requests.RequestException as exc:
             raise _request_failure("vonage call", exc) from None
@@ -186,6 +186,20 @@ class VonagePlacer:
         if not isinstance(uuid, str) or not uuid:
             raise PlacementError("vonage answered without a call uuid", placed="maybe")
         return uuid
+
+
+def _vonage_reason(response: requests.Response) -> str:
+    """`HTTP 400: Invalid Parameters: ...`: the status with Vonage's own title and detail."""
+    reason = f"HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return reason
+    if isinstance(body, dict):
+        words = [str(body[k]).strip() for k in ("title", "detail") if body.get(k)]
+        if words:
+            reason += ": " + ": ".join(words)
+    return reason[:300]
 
 
 def _seconds(value: str | None) -> float | None:

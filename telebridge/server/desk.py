@@ -10,6 +10,7 @@ import logging
 import secrets
 from typing import Any
 
+from telebridge import e164
 from telebridge.api.bodies import ApiError, HangupCall, PlaceCall, Say, TransferCall
 from telebridge.call.session import CallNotLive, CallSession
 from telebridge.calllog import CallRecord
@@ -80,6 +81,9 @@ class BridgeDesk:
         except PlacementError as exc:
             raise _carrier_failure(call.carrier, exc) from None
         bridge.placed.add(request_id, attempt, call.carrier, call.to, call.from_, flow)
+        for live in list(bridge.live.values()):
+            if live.grant.variables.get("attempt") == attempt:  # answered before the carrier
+                bridge.placed.streaming(attempt, live.session.call_id)  # confirmed it to us
         logger.info("api: %s call to %s placed: %s", call.carrier, call.to, request_id)
         return {"call_id": request_id, "carrier": call.carrier, "to": call.to,
                 "from": call.from_, "flow": flow, "status": "queued"}  # fmt: skip
@@ -89,9 +93,13 @@ class BridgeDesk:
     def live_calls(self) -> list[dict[str, Any]]:
         calls = [self._live(call) for call in self._bridge.live.values()]
         calls += [p.as_api() for p in self._bridge.placed.queued()]
-        return calls
+        return [_numbers(call) for call in calls]
 
     async def find(self, call_id: str) -> dict[str, Any] | None:
+        found = await self._find(call_id)
+        return _numbers(found) if found is not None else None
+
+    async def _find(self, call_id: str) -> dict[str, Any] | None:
         bridge = self._bridge
         live = self._live_call(call_id)
         placed = bridge.placed.get(call_id)
@@ -182,6 +190,15 @@ class BridgeDesk:
             await session.transfer_from_outside(request.to)
         except CallNotLive as exc:
             raise ApiError(409, str(exc)) from None
+
+
+def _numbers(call: dict[str, Any]) -> dict[str, Any]:
+    """`from` and `to` in E.164 (carriers send digits only), when they are numbers."""
+    for name in ("from", "to"):
+        value = call.get(name)
+        if isinstance(value, str) and (number := e164.parse(value)) is not None:
+            call[name] = number
+    return call
 
 
 def _carrier_failure(carrier: str, exc: PlacementError) -> ApiError:

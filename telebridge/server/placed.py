@@ -68,13 +68,13 @@ class PlacedCalls:
     def add(
         self, request_id: str, attempt: str, carrier: str, to: str, from_: str, flow: str
     ) -> PlacedCall:
-        self._expire()
         placed = PlacedCall(
             request_id, attempt, carrier, to, from_, flow,
             datetime.now(UTC).isoformat(timespec="milliseconds"), self._clock(),
         )  # fmt: skip
         self._by_request[request_id] = placed
         self._by_attempt[attempt] = placed
+        self._expire()
         return placed
 
     def get(self, request_id: str) -> PlacedCall | None:
@@ -86,7 +86,7 @@ class PlacedCalls:
     def streaming(self, attempt: str | None, call_id: str) -> None:
         """The carrier answered and the stream of `call_id` started."""
         placed = self._by_attempt.get(attempt or "")
-        if placed is not None:
+        if placed is not None and placed.state == "queued":  # an ended call never comes back
             placed.state, placed.call_id = "live", call_id
 
     def ended(self, attempt: str | None, call_id: str | None = None) -> None:
