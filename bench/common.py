@@ -199,6 +199,12 @@ def add_common_args(parser: argparse.ArgumentParser, *, repeat: int, seconds: fl
     )
     parser.add_argument("--vonage-rate", type=int, choices=(8000, 16000, 24000), default=16000)
     parser.add_argument(
+        "--waves-transport",
+        choices=("websocket", "sse"),
+        default="websocket",
+        help="how the bridge reaches the Waves stand-in (WAVES_TRANSPORT), for comparison",
+    )
+    parser.add_argument(
         "--prompt-cache-mb",
         type=int,
         default=0,
@@ -302,6 +308,7 @@ def settings_of(args: argparse.Namespace, **own: object) -> dict[str, object]:
         "prompt_cache_mb": args.prompt_cache_mb,
         "loop": args.loop,
         "ws": args.ws,
+        "waves_transport": args.waves_transport,
     }
 
 

@@ -97,6 +97,7 @@ class BenchEnv:
             prompt_cache_mb=args.prompt_cache_mb,
             ws=args.ws,
             loop=args.loop,
+            waves_transport=args.waves_transport,
         )
 
     def __init__(
@@ -111,9 +112,11 @@ class BenchEnv:
         prompt_cache_mb: int = 0,
         ws: str = "telebridge",
         loop: str = "auto",
+        waves_transport: str = "websocket",
     ) -> None:
         self.ws = ws
         self.loop = loop
+        self.waves_transport = waves_transport
         self.chunk_interval = chunk_interval
         self.first_chunk_delay = first_chunk_delay
         self.standin_inproc = standin_inproc
@@ -166,6 +169,7 @@ class BenchEnv:
             *("--vonage-rate", str(self.vonage_rate)),
             *("--prompt-cache-mb", str(self.prompt_cache_mb)),
             *("--ws", self.ws, "--loop", self.loop),
+            *("--waves-transport", self.waves_transport),
         ]
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)

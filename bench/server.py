@@ -186,6 +186,7 @@ async def serve_bridge(args: argparse.Namespace) -> None:
             vonage_audio_rate=args.vonage_rate,
             waves_api_key=waves_key,
             waves_url=waves_url,
+            waves_transport=args.waves_transport,
             # The prompt cache would serve every prompt of the bench flows (fixed texts) from
             # memory after the first call; off by default so the Waves path is what is measured.
             telebridge_cache_mb=args.prompt_cache_mb,
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-interval", type=float, default=0.05)
     parser.add_argument("--first-chunk-delay", type=float, default=0.0)
     parser.add_argument("--vonage-rate", type=int, choices=(8000, 16000, 24000), default=16000)
+    parser.add_argument("--waves-transport", choices=("websocket", "sse"), default="websocket")
     parser.add_argument("--prompt-cache-mb", type=int, default=0, help="0: no prompt cache")
     parser.add_argument("--max-calls", type=int, default=100_000, help="TELEBRIDGE_MAX_CALLS")
     parser.add_argument(

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
 
     waves_api_key: SecretStr | None = None
     waves_url: str = DEFAULT_WAVES_URL
+    # websocket | sse (HTTP streaming) | auto: the WebSocket, and SSE while it cannot be opened.
+    waves_transport: Literal["websocket", "sse", "auto"] = "auto"
     waves_voice: str = "emily"
     waves_model: Literal["lightning_v3.1", "lightning_v3.1_pro"] = "lightning_v3.1"
     waves_language: str = "en"

@@ -1,6 +1,7 @@
-"""Administration of a bridge: pointing the carriers' webhooks at it (`configure`) and checking
-what it depends on (`doctor`).
+"""Administration of a bridge: pointing the carriers' webhooks at it (`configure`), checking what
+it depends on (`doctor`) and making its fixed prompts ahead of calls (`prompts`).
 
-May import: `telebridge.carriers` (REST clients and paths), `telebridge.tts`, `telebridge.flows`
-and the root modules. Used by the CLI only.
+May import: `telebridge.carriers` (REST clients and paths), `telebridge.call` (`speech_for`: a
+call's speech options), `telebridge.tts`, `telebridge.flows` and the root modules. Used by the
+CLI only.
 """

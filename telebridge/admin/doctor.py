@@ -112,11 +112,35 @@ def check_calllog(settings: Settings) -> Check:
 # --- Waves -----------------------------------------------------------------------------------
 
 
-async def _speak(url: str, key: str, wait: float) -> int:
+# Which transports the bridge would use: prompts over the WebSocket and/or SSE (WAVES_TRANSPORT),
+# and HTTP sync for `telebridge prompts render` once there is a cache folder.
+_USED = {"websocket": ("websocket",), "sse": ("sse",), "auto": ("websocket", "sse")}
+_NAMES = {"websocket": "WebSocket", "sse": "HTTP streaming", "http": "HTTP sync"}
+
+
+def transports_used(settings: Settings) -> list[str]:
+    used = list(_USED[settings.waves_transport])
+    if settings.telebridge_cache_dir is not None:
+        used.append("http")
+    return used
+
+
+async def _speak(transport: str, url: str, key: str, wait: float) -> int:
+    """Bytes of audio one short prompt gives over `transport`."""
     from telebridge.tts import SpeechOptions, WavesClient
+    from telebridge.tts.http_sync import WavesHttpClient
+    from telebridge.tts.sse import WavesSSEClient
 
     options = SpeechOptions(voice_id="emily")
-    async with WavesClient(url, key, first_chunk_timeout=wait, open_timeout=wait) as client:
+    if transport == "http":
+        async with WavesHttpClient(url, key, timeout=wait) as sync:
+            return len(await sync.render(PROBE_TEXT, sample_rate=8000, options=options))
+    client: WavesClient | WavesSSEClient
+    if transport == "websocket":
+        client = WavesClient(url, key, first_chunk_timeout=wait, open_timeout=wait)
+    else:
+        client = WavesSSEClient(url, key, first_chunk_timeout=wait, open_timeout=wait)
+    async with client:
         audio = 0
         async with contextlib.aclosing(
             client.synthesize(PROBE_TEXT, sample_rate=8000, options=options)
@@ -126,39 +150,64 @@ async def _speak(url: str, key: str, wait: float) -> int:
         return audio
 
 
-async def _speak_offline() -> int:
+async def _speak_offline(transports: list[str]) -> list[int | Exception]:
     import secrets
 
     from telebridge.tts.standin import StandinServer
 
+    results: list[int | Exception] = []
     async with StandinServer(api_key="sk_" + secrets.token_hex(8)) as standin:
-        return await _speak(standin.url, standin.api_key, 10.0)
+        for transport in transports:
+            try:
+                results.append(await _speak(transport, standin.url, standin.api_key, 10.0))
+            except Exception as exc:
+                results.append(exc)
+    return results
 
 
-def check_waves(settings: Settings) -> Check:
+def check_waves(settings: Settings) -> list[Check]:
+    """One check for each Waves transport the bridge would use."""
     from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError
 
-    name = "speech"
+    transports = transports_used(settings)
     if settings.waves_api_key is None:
         try:
-            audio = asyncio.run(_speak_offline())
+            results = asyncio.run(_speak_offline(transports))
         except (TTSError, OSError) as exc:
-            return _fix(name, f"WAVES_API_KEY is not set and the offline synthesizer failed: {exc}")
-        return _fine(
-            name, f"WAVES_API_KEY is not set: the offline synthesizer speaks ({_ms(audio)})"
-        )
+            results = [exc for _ in transports]
+        checks = []
+        for transport, result in zip(transports, results, strict=True):
+            name = f"speech ({_NAMES[transport]})"
+            if isinstance(result, Exception):
+                detail = f"WAVES_API_KEY is not set and the offline synthesizer failed: {result}"
+                checks.append(_fix(name, detail))
+            else:
+                detail = f"WAVES_API_KEY is not set: the offline synthesizer speaks ({_ms(result)})"
+                checks.append(_fine(name, detail))
+        return checks
     key = settings.waves_api_key.get_secret_value()
-    try:
-        # A first connection (TLS, a cold start) may take longer than one prompt's budget.
-        wait = max(5.0, settings.waves_first_chunk_timeout)
-        audio = asyncio.run(_speak(settings.waves_url, key, wait))
-    except (WavesAuthError, WavesForbiddenError):
-        return _fix(name, "WAVES_API_KEY: rejected by Waves")
-    except TTSError as exc:
-        return _fix(name, f"WAVES_URL: {settings.waves_url}: {exc}")
-    if audio == 0:
-        return _fix(name, f"WAVES_URL: {settings.waves_url} answered without audio")
-    return _fine(name, f"WAVES_API_KEY accepted by {settings.waves_url} ({_ms(audio)})")
+    # A first connection (TLS, a cold start) may take longer than one prompt's budget.
+    wait = max(5.0, settings.waves_first_chunk_timeout)
+    checks = []
+    for transport in transports:
+        name = f"speech ({_NAMES[transport]})"
+        try:
+            audio = asyncio.run(_speak(transport, settings.waves_url, key, wait))
+        except (WavesAuthError, WavesForbiddenError):
+            checks.append(_fix(name, "WAVES_API_KEY: rejected by Waves"))
+            continue
+        except TTSError as exc:
+            hint = ""
+            if transport == "websocket" and settings.waves_transport == "auto":
+                hint = " (calls would speak over HTTP streaming, later to first audio)"
+            checks.append(_fix(name, f"WAVES_URL: {settings.waves_url}: {exc}{hint}"))
+            continue
+        if audio == 0:
+            checks.append(_fix(name, f"WAVES_URL: {settings.waves_url} answered without audio"))
+        else:
+            detail = f"WAVES_API_KEY accepted by {settings.waves_url} ({_ms(audio)})"
+            checks.append(_fine(name, detail))
+    return checks
 
 
 def _ms(pcm_bytes: int) -> str:
@@ -266,8 +315,9 @@ def diagnose(load: Callable[[], Settings] = load_settings) -> list[Check]:
     except ConfigError as exc:
         return [_fix("settings", str(exc))]
     checks = [_fine("settings", "loaded")]
-    for check in (check_public_url, check_secret, check_flows, check_calllog, check_waves):
+    for check in (check_public_url, check_secret, check_flows, check_calllog):
         checks.append(check(settings))
+    checks += check_waves(settings)
     checks.append(check_plivo(settings))
     checks += check_vonage(settings)
     if not (settings.plivo_enabled or settings.vonage_enabled):

@@ -1,4 +1,5 @@
-"""The `telebridge` command: serve, simulate, flows check, calls, call, campaign, configure, doctor.
+"""The `telebridge` command: serve, simulate, flows check, calls, call, campaign, configure, doctor,
+prompts.
 
 User mistakes (arguments, settings, flow files) end with one line naming what to fix and exit 2,
 never a traceback.
@@ -15,6 +16,7 @@ from pathlib import Path
 from telebridge import __version__
 from telebridge.cli import admin as cli_admin
 from telebridge.cli import ops as cli_ops
+from telebridge.cli import prompts as cli_prompts
 from telebridge.cli.common import EXIT_USAGE, Handler, UsageError, command, settings_of
 from telebridge.cli.common import Parser as _Parser
 from telebridge.dtmf import DTMF_KEYS
@@ -215,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_ops.register(sub, add)
     cli_admin.register(sub, add)
+    cli_prompts.register(sub, add)
 
     flows = sub.add_parser("flows", help="work with flow files", description="work with flow files")
     flows_sub = flows.add_subparsers(dest="flows_command", metavar="ACTION", parser_class=_Parser)

@@ -1,13 +1,12 @@
-"""The ASGI app of one bridge: the ops routes and every carrier's routes, and the lifespan that
-assembles what calls speak with (Waves or the embedded stand-in, the guard, the prompt cache), the
-flows' HTTP client and the call log."""
+"""The ASGI app of one bridge: the ops routes, every carrier's routes and the call API, and the
+lifespan that assembles what calls speak with (server/speech.py), the flows' HTTP client and the
+call log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator
 
 import httpx
@@ -21,12 +20,8 @@ from telebridge.carriers import plivo_http, vonage_http
 from telebridge.server.bridge import Bridge
 from telebridge.server.desk import BridgeDesk
 from telebridge.server.ops import ops_routes
+from telebridge.server.speech import assemble_speech
 from telebridge.settings import Settings
-from telebridge.tts import WavesClient
-from telebridge.tts.cache import PromptCache
-from telebridge.tts.errors import TTSError
-from telebridge.tts.guard import WavesGuard
-from telebridge.tts.standin import StandinServer
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +37,7 @@ def create_app(bridge: Bridge) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            await _assemble_speech(bridge, settings, stack)
+            await assemble_speech(bridge, settings, stack)
             bridge.http = await stack.enter_async_context(httpx.AsyncClient())
             if bridge.calllog is None:
                 calllog = CallLog.from_settings(settings)
@@ -65,62 +60,3 @@ def _call_api(bridge: Bridge, settings: Settings) -> list[BaseRoute]:
     rate = settings.telebridge_api_rate
     limiter = RateLimiter(rate, max(1, round(rate * 2)))
     return api_routes(BridgeDesk(bridge), keys, limiter)
-
-
-async def _assemble_speech(
-    bridge: Bridge, settings: Settings, stack: contextlib.AsyncExitStack
-) -> None:
-    """`bridge.tts`: Waves (or the stand-in without a key) behind the guard and the prompt cache."""
-    if bridge.tts is not None:
-        pass  # given by the embedding program (tests, benchmarks)
-    elif settings.waves_api_key is None:
-        standin = StandinServer(api_key="sk_" + secrets.token_hex(16))
-        await standin.start()
-        stack.push_async_callback(standin.stop)
-        logger.warning(
-            "WAVES_API_KEY is not set: speaking with the embedded offline synthesizer "
-            "(espeak-ng), not Waves"
-        )
-        bridge.tts = await stack.enter_async_context(
-            WavesClient(
-                standin.url,
-                standin.api_key,
-                first_chunk_timeout=settings.waves_first_chunk_timeout,
-            )
-        )
-    else:
-        bridge.tts = await stack.enter_async_context(
-            WavesClient(
-                settings.waves_url,
-                settings.waves_api_key.get_secret_value(),
-                first_chunk_timeout=settings.waves_first_chunk_timeout,
-            )
-        )
-        logger.info("speaking with Waves at %s", settings.waves_url)
-    if bridge.tts is not None and not isinstance(bridge.tts, WavesGuard | PromptCache):
-        client = bridge.tts
-        bridge.guard = bridge.tts = WavesGuard(
-            client,
-            max_in_flight=settings.waves_max_in_flight,
-            queue_timeout=settings.waves_queue_timeout,
-        )
-        bridge.metrics.watch_guard(bridge.guard)
-        if isinstance(client, WavesClient):
-            try:
-                await client.prewarm(2)  # no call pays a TLS handshake on its first prompt
-            except TTSError as exc:
-                bridge.guard.observe_failure(exc)  # a refused key is said loudly, at once
-                if bridge.guard.state == "ok":
-                    logger.warning("could not pre-connect to Waves: %s", exc)
-    cache_dir = settings.telebridge_cache_dir
-    if (settings.telebridge_cache_mb or cache_dir is not None) and bridge.tts is not None:
-        cache = PromptCache(
-            bridge.tts,
-            max_bytes=settings.telebridge_cache_mb * 2**20,
-            directory=cache_dir,
-            disk_max_bytes=settings.telebridge_cache_disk_mb * 2**20,
-        )
-        # Runs before the Waves client closes: fills stop, disk writes finish.
-        stack.push_async_callback(cache.aclose)
-        bridge.tts = cache
-        bridge.metrics.watch_cache(cache)

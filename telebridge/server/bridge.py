@@ -39,7 +39,7 @@ from telebridge.tokens import (
 )
 from telebridge.tts import SpeechOptions, Synthesizer
 from telebridge.tts.cache import PromptCache
-from telebridge.tts.cache_folder import open_folder
+from telebridge.tts.cache_folder import folder_for, open_folder
 from telebridge.tts.guard import WavesGuard
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,9 @@ class Bridge:
         if settings.telebridge_cache_dir is not None:
             # Checked here, before serving, so a bad folder is one line and exit 2.
             try:
-                open_folder(settings.telebridge_cache_dir)
+                open_folder(
+                    folder_for(settings.telebridge_cache_dir, standin=settings.uses_standin)
+                )
             except OSError as exc:
                 raise ConfigError(
                     f"TELEBRIDGE_CACHE_DIR: cannot use {settings.telebridge_cache_dir} for the "
@@ -218,13 +220,7 @@ class Bridge:
         await run_stream(self, ws, carrier=carrier, stream=stream, control_for=control_for)
 
     def speech(self) -> SpeechOptions:
-        s = self.settings
-        return SpeechOptions(
-            voice_id=s.waves_voice,
-            model=s.waves_model,
-            language=s.waves_language,
-            speed=s.waves_speed,
-        )
+        return SpeechOptions.from_settings(self.settings)
 
     def notify(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
         for observer in self.observers:

@@ -7,6 +7,7 @@ mix their figures. `/metrics` serves it in the text exposition format.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -89,6 +90,18 @@ class Metrics:
         self.waves_refused = Gauge(
             "telebridge_waves_key_refused", "1 while Waves refuses the API key", registry=r
         )
+        self.waves_transport = Gauge(
+            "telebridge_waves_transport",
+            "1 for the Waves transport prompts go over now (websocket or sse)",
+            ["transport"],
+            registry=r,
+        )
+        self.waves_switches = Counter(
+            "telebridge_waves_transport_switches",
+            "Times prompts moved to another Waves transport (WAVES_TRANSPORT=auto)",
+            ["to"],
+            registry=r,
+        )
         self._calls: dict[str, tuple[str, float, bool]] = {}  # call id -> carrier, start, heard
 
     def observe(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
@@ -130,6 +143,16 @@ class Metrics:
         self.waves_waits.set_function(lambda: guard.waits)
         self.waves_shed.set_function(lambda: guard.shed)
         self.waves_refused.set_function(lambda: 1 if guard.state == "refused" else 0)
+
+    def watch_transport(self, current: Callable[[], str]) -> None:
+        """Report which transport `current()` names; count each switch with `switched`."""
+        for name in ("websocket", "sse"):
+            self.waves_transport.labels(name).set_function(
+                lambda name=name: 1 if current() == name else 0  # type: ignore[misc]
+            )
+
+    def switched(self, to: str) -> None:
+        self.waves_switches.labels(to).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -74,6 +74,16 @@ def decode(key: Key, data: bytes) -> bytes:
     return pcm
 
 
+# The embedded stand-in's prompts live in this subfolder of TELEBRIDGE_CACHE_DIR: a bridge later
+# given a Waves key must never play espeak-ng audio from the cache as if Waves had made it.
+STANDIN_FOLDER = "standin"
+
+
+def folder_for(directory: Path, *, standin: bool) -> Path:
+    """The folder of prompts made by Waves (`directory`) or by the embedded stand-in."""
+    return directory / STANDIN_FOLDER if standin else directory
+
+
 def open_folder(path: Path) -> None:
     """Create `path` if missing and prove it writable; raises `OSError` if it cannot be used."""
     path.mkdir(parents=True, exist_ok=True)
@@ -171,3 +181,25 @@ def _is_stale_temp(name: str, mtime: float, now: float) -> bool:
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+# --- what a folder holds (for `telebridge prompts`: reads only, touches and deletes nothing) ---
+
+
+def holds(path: Path, key: Key) -> bool:
+    """True when `path` holds a whole, intact file for `key`: one `PromptFolder.read` would use."""
+    try:
+        decode(key, (path / file_name(key)).read_bytes())
+    except (OSError, BadFile):
+        return False
+    return True
+
+
+def prompt_files(path: Path) -> set[str]:
+    """The names of the prompt files in `path` (none when it cannot be listed), without the
+    temporary files of writes under way."""
+    try:
+        with os.scandir(path) as entries:
+            return {e.name for e in entries if _NAME.fullmatch(e.name) and e.is_file()}
+    except OSError:
+        return set()

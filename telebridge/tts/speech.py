@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from telebridge.settings import Settings
 
 __all__ = ["SpeechOptions", "Synthesizer"]
 
@@ -18,6 +21,16 @@ class SpeechOptions:
     model: str = "lightning_v3.1"
     language: str = "en"
     speed: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SpeechOptions:
+        """The bridge's default speech: WAVES_VOICE, WAVES_MODEL, WAVES_LANGUAGE, WAVES_SPEED."""
+        return cls(
+            voice_id=settings.waves_voice,
+            model=settings.waves_model,
+            language=settings.waves_language,
+            speed=settings.waves_speed,
+        )
 
 
 class Synthesizer(Protocol):

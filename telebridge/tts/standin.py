@@ -1,9 +1,10 @@
-"""A local stand-in for the Waves TTS WebSocket that speaks with the embedded espeak-ng.
+"""A local stand-in for Waves text-to-speech that speaks with the embedded espeak-ng.
 
-It is a real WebSocket server with Waves' URL path, Bearer authentication, request validation,
-base64 PCM chunks, `complete`, `continue`/`flush` and the idle timeout, so the bridge runs
-unchanged without a Waves key. `Faults` injects failures for tests. `render` gives exactly the
-PCM one request produces, so tests can compare bytes.
+It serves Waves' three transports on one port: the WebSocket (Waves' URL path, Bearer
+authentication, request validation, base64 PCM chunks, `complete`, `continue`/`flush`, the idle
+timeout), and HTTP streaming (SSE) and sync (`standin_http.py`), so the bridge runs unchanged
+without a Waves key. `Faults` injects failures for tests. `render` gives exactly the PCM one
+request produces, so tests can compare bytes.
 
 Run it by hand with `python -m telebridge.tts.standin [--port P] [--api-key K]`.
 """
@@ -30,6 +31,8 @@ from websockets.http11 import Request, Response
 
 from telebridge.logs import redacting_logger
 from telebridge.tts import espeak
+from telebridge.tts.standin_faults import Faults as Faults  # re-exported: tests inject faults
+from telebridge.tts.standin_http import StandinConnection
 from telebridge.tts.wire import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -49,38 +52,6 @@ VOICES: dict[str, str] = {
     "lukas": "de",
     "chloe": "fr",
 }
-
-
-@dataclass
-class Faults:
-    """Failures to inject. Mutable at runtime; read at each handshake or request."""
-
-    first_chunk_delay: float = 0.0
-    drop_after_bytes: int | None = None
-    error_message: str | None = None
-    flat_error: bool = False
-    refuse_status: int | None = None
-    retry_after: float | None = None
-    close_after_complete: bool = False
-    chunk_bytes: int | None = None
-    chunk_interval: float = 0.0
-    # Inject the per-request faults (error, first-chunk delay, drop) only into requests whose
-    # text has this, so a healthy call can run beside a failing one.
-    only_for: str | None = None
-    error_count: int | None = None  # inject the error into this many requests, then heal
-
-    def applies_to(self, text: str) -> bool:
-        return self.only_for is None or self.only_for in text
-
-    def take_error(self, text: str) -> str | None:
-        """The error to answer a request for `text` with, if one is injected."""
-        if self.error_message is None or not self.applies_to(text):
-            return None
-        if self.error_count is not None:
-            if self.error_count <= 0:
-                return None
-            self.error_count -= 1
-        return self.error_message
 
 
 def render(text: str, *, sample_rate: int, voice_id: str = "emily", speed: float = 1.0) -> bytes:
@@ -150,6 +121,8 @@ class StandinServer:
         self.connections = 0  # sockets accepted so far
         self.refused = 0  # handshakes refused by the `refuse_status` fault
         self.open_connections = 0  # sockets open now
+        self.http_requests: list[dict[str, Any]] = []  # {"path", "body"} of each HTTP request
+        self.http_connections = 0  # HTTP connections accepted so far
         self._host = host
         self._port = port
         self._idle_timeout = idle_timeout
@@ -165,12 +138,16 @@ class StandinServer:
     async def start(self) -> None:
         # espeak-ng's helper process starts now, not on the first request's clock.
         await asyncio.to_thread(espeak.native_rate)
+        connection = type("Connection", (StandinConnection,), {"standin": self})
         self._server = await serve(
             self._session,
             self._host,
             self._port,
             process_request=self._check_upgrade,
             max_size=MAX_MESSAGE_BYTES,
+            create_connection=connection,
+            # HTTP connections live in the handshake (see standin_http): no deadline on it.
+            open_timeout=None,
             logger=redacting_logger(logging.getLogger(__name__ + ".websocket"), self.api_key),
         )
         port = self._server.sockets[0].getsockname()[1]
@@ -190,6 +167,29 @@ class StandinServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    @staticmethod
+    def voices() -> list[dict[str, Any]]:
+        """The voices, as Waves' get_voices lists them."""
+        return [
+            {"voiceId": name, "displayName": name.title(), "tags": {"language": [voice]}}
+            for name, voice in VOICES.items()
+        ]
+
+    def check_request(self, body: dict[str, Any]) -> str | None:
+        """What is wrong with a request body, or None (the same rules on every transport)."""
+        return validate(body)
+
+    async def speak(self, body: dict[str, Any]) -> tuple[bytes, bool]:
+        """The PCM for a valid request body, and whether the per-request faults target it."""
+        pcm = await asyncio.to_thread(
+            render,
+            body["text"],
+            sample_rate=body.get("sample_rate", DEFAULT_SAMPLE_RATE),
+            voice_id=body["voice_id"],
+            speed=body.get("speed", 1),
+        )
+        return pcm, self.faults.applies_to(body["text"])
 
     def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path != WAVES_PATH:
@@ -352,7 +352,8 @@ async def _serve(host: str, port: int, api_key: str, idle_timeout: float) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m telebridge.tts.standin",
-        description="Serve a local stand-in for the Waves TTS WebSocket (espeak-ng voices).",
+        description="Serve a local stand-in for Waves text-to-speech (espeak-ng voices): the "
+        "WebSocket, HTTP streaming (SSE) and HTTP sync, on one port.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)

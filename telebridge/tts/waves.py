@@ -108,6 +108,12 @@ class WavesClient:
             self._pool, self._timeouts, sample_rate=sample_rate, options=options, rid=rid
         )
 
+    async def probe(self) -> None:
+        """Open one fresh socket (kept idle when there is room): raises the typed error of a
+        WebSocket that cannot be opened."""
+        sock = await self._pool.open()
+        self._pool.put_back(sock)
+
     async def prewarm(self, n: int = 1) -> None:
         """Open up to `n` sockets into the idle pool ahead of need."""
         await self._pool.prewarm(n)

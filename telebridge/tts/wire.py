@@ -103,7 +103,7 @@ def parse_frame(raw: str | bytes) -> Frame:
         raise WavesServerError("Waves sent a binary frame where JSON text was expected")
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting overflows the parser
         raise WavesServerError("Waves sent a frame that is not valid JSON") from None
     if not isinstance(obj, dict):
         raise WavesServerError("Waves sent a JSON frame that is not an object")

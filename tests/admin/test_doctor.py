@@ -82,8 +82,14 @@ async def test_all_fine_exits_0(healthy: FakePlivoApi, standin: StandinServer) -
     assert code == 0, out + err
     assert out.splitlines()[0].split() == ["check", "status", "detail"]
     assert {status for status, _ in table.values()} == {"fine"}
-    assert table["speech"][1].startswith(f"WAVES_API_KEY accepted by {standin.url}")
+    # WAVES_TRANSPORT=auto uses both the WebSocket and HTTP streaming: each is checked.
+    for transport in ("WebSocket", "HTTP streaming"):
+        detail = table[f"speech ({transport})"][1]
+        assert detail.startswith(f"WAVES_API_KEY accepted by {standin.url}")
+    assert "speech (HTTP sync)" not in table  # only with a cache folder, for prompts render
     assert standin.requests and standin.requests[0]["text"] == "Hello."
+    spoken = [r for r in standin.http_requests if r["path"] == "/waves/v1/tts/live"]
+    assert [r["body"]["text"] for r in spoken] == ["Hello."]
     assert table["Plivo"][1].startswith("credentials accepted")
     assert [r.path for r in healthy.requests] == [f"/v1/Account/{AUTH_ID}/"]
     assert "Vonage is off" in table["Vonage"][1]
@@ -102,7 +108,8 @@ async def test_rejected_keys_and_a_bad_url_are_to_fix(
     code, out, _ = await asyncio.to_thread(run_cli, ["doctor"])
     table = rows(out)
     assert code == 1
-    assert table["speech"] == ("to fix", "WAVES_API_KEY: rejected by Waves")
+    for transport in ("WebSocket", "HTTP streaming"):
+        assert table[f"speech ({transport})"] == ("to fix", "WAVES_API_KEY: rejected by Waves")
     assert table["Plivo"] == ("to fix", "PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN: rejected by Plivo")
     assert table["public URL"][0] == "to fix" and "not reachable" in table["public URL"][1]
     # Without TELEBRIDGE_SECRET the keys are derived: nothing to fix, nothing to invent.
@@ -119,10 +126,55 @@ async def test_without_a_waves_key_the_offline_synthesizer_is_checked(
 ) -> None:
     monkeypatch.delenv("WAVES_API_KEY")
     code, out, _ = await asyncio.to_thread(run_cli, ["doctor"])
-    status, detail = rows(out)["speech"]
-    assert code == 0 and status == "fine"
-    assert detail.startswith("WAVES_API_KEY is not set: the offline synthesizer speaks")
-    assert standin.requests == []  # Waves itself was not asked
+    table = rows(out)
+    assert code == 0
+    for transport in ("WebSocket", "HTTP streaming"):
+        status, detail = table[f"speech ({transport})"]
+        assert status == "fine"
+        assert detail.startswith("WAVES_API_KEY is not set: the offline synthesizer speaks")
+    assert standin.requests == [] and standin.http_requests == []  # Waves was not asked
+
+
+@pytest.mark.parametrize(
+    ("transport", "cache", "checked"),
+    [
+        ("websocket", False, ["WebSocket"]),
+        ("sse", False, ["HTTP streaming"]),
+        ("sse", True, ["HTTP streaming", "HTTP sync"]),
+    ],
+)
+async def test_each_transport_the_bridge_would_use_is_checked(
+    healthy: FakePlivoApi,
+    monkeypatch: pytest.MonkeyPatch,
+    standin: StandinServer,
+    clean_env: Path,
+    transport: str,
+    cache: bool,
+    checked: list[str],
+) -> None:
+    monkeypatch.setenv("WAVES_TRANSPORT", transport)
+    if cache:
+        monkeypatch.setenv("TELEBRIDGE_CACHE_DIR", str(clean_env / "prompts"))
+    code, out, err = await asyncio.to_thread(run_cli, ["doctor"])
+    table = rows(out)
+    assert code == 0, out + err
+    assert sorted(n for n in table if n.startswith("speech")) == sorted(
+        f"speech ({name})" for name in checked
+    )
+    assert (standin.requests != []) == ("WebSocket" in checked)
+
+
+async def test_a_refused_websocket_is_to_fix_and_says_calls_would_use_sse(
+    healthy: FakePlivoApi, standin: StandinServer
+) -> None:
+    standin.faults.refuse_status = 503
+    code, out, _ = await asyncio.to_thread(run_cli, ["doctor"])
+    table = rows(out)
+    assert code == 1
+    status, detail = table["speech (WebSocket)"]
+    assert status == "to fix"
+    assert "HTTP 503" in detail and "would speak over HTTP streaming" in detail
+    assert table["speech (HTTP streaming)"][0] == "fine"
 
 
 async def test_vonage_credentials_are_checked_with_a_signed_get(
@@ -182,7 +234,7 @@ def test_no_carrier_at_all_is_to_fix(tmp_path: Path) -> None:
             plivo_auth_id=None, plivo_auth_token=None, vonage_signature_secret=None,
         )  # fmt: skip
 
-    checks = [c for c in diagnose(load) if c.name != "speech"]  # type: ignore[arg-type]
+    checks = [c for c in diagnose(load) if not c.name.startswith("speech")]  # type: ignore[arg-type]
     assert Check("carriers", False, "neither Plivo nor Vonage is configured") in checks
     assert "to fix" in format_table(checks)
 

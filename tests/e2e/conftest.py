@@ -37,6 +37,7 @@ async def make_bridge(tts: WavesClient, tmp_path: Path) -> AsyncIterator[MakeBri
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(**overrides: Any) -> LocalBridge:
+            speech = overrides.pop("tts", tts)
             values: dict[str, Any] = {
                 "waves_api_key": None,
                 "telebridge_flows_dir": FLOWS,
@@ -45,7 +46,7 @@ async def make_bridge(tts: WavesClient, tmp_path: Path) -> AsyncIterator[MakeBri
                 "telebridge_mark_timeout": 2.0,
             }
             values.update(overrides)
-            bridge = LocalBridge(tts=overrides.pop("tts", tts), **values)
+            bridge = LocalBridge(tts=speech, **values)
             return await stack.enter_async_context(bridge)
 
         yield make

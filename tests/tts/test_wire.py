@@ -128,3 +128,8 @@ def test_parse_frame_fails_only_with_server_error(raw: str | bytes) -> None:
         assert isinstance(frame.audio, bytes)
         assert frame.request_id is None or isinstance(frame.request_id, str)
         assert frame.status != "error" or frame.message
+
+
+def test_a_deeply_nested_frame_is_a_server_error_not_a_crash() -> None:
+    with pytest.raises(WavesServerError, match="not valid JSON"):
+        parse_frame("[" * 100_000)
