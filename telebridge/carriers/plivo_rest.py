@@ -139,6 +139,17 @@ class PlivoRest:
             raise
         return True
 
+    async def cancel(self, request_uuid: str) -> bool:
+        """Cancel a placed call not answered yet. False when Plivo no longer holds that request
+        (it was answered, or has ended: 404)."""
+        try:
+            await self._run("cancel", "DELETE", ("Request", request_uuid))
+        except PlivoRestError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def transfer(self, call_uuid: str, aleg_url: str) -> None:
         """Send the A leg to new XML at `aleg_url` (which dials the transfer target)."""
         body = {"legs": "aleg", "aleg_url": aleg_url, "aleg_method": "POST"}

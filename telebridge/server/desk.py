@@ -14,6 +14,8 @@ from telebridge import e164
 from telebridge.api.bodies import ApiError, HangupCall, PlaceCall, Say, TransferCall
 from telebridge.call.session import CallNotLive, CallSession
 from telebridge.calllog import CallRecord
+from telebridge.carriers.plivo_rest import PlivoRest, PlivoRestError
+from telebridge.carriers.vonage_rest import VonageRest, VonageRestError
 from telebridge.flows import SpeechOverrides
 from telebridge.flows.library import UnknownFlow
 from telebridge.outbound.placers import CallPlacer
@@ -21,6 +23,7 @@ from telebridge.outbound.placing import PlacementError, placer_for
 from telebridge.outbound.request import CARRIERS, OutboundError, callback_urls
 from telebridge.outbound.verdicts import find_call
 from telebridge.server.bridge import Bridge, LiveCall
+from telebridge.server.placed import PlacedCall
 from telebridge.settings import ConfigError
 from telebridge.tokens import CALL_VARS
 
@@ -41,6 +44,8 @@ class BridgeDesk:
     def __init__(self, bridge: Bridge) -> None:
         self._bridge = bridge
         self._placers: dict[str, CallPlacer] = {}
+        self._plivo: PlivoRest | None = None  # for cancelling calls still ringing
+        self._vonage: VonageRest | None = None
 
     # --- placing --------------------------------------------------------------------
 
@@ -147,6 +152,8 @@ class BridgeDesk:
         placed = self._bridge.placed.get(call_id)
         if placed is not None and placed.state == "queued":
             raise ApiError(409, "the call has not been answered yet")
+        if placed is not None and placed.state == "live":
+            raise ApiError(409, "the call is not live on this bridge")
         if placed is not None:
             raise ApiError(409, "the call has ended")
         raise ApiError(404, "no such call live on this bridge")
@@ -178,11 +185,44 @@ class BridgeDesk:
             raise ApiError(409, str(exc)) from None
 
     async def hangup(self, call_id: str, request: HangupCall) -> None:
+        placed = self._bridge.placed.get(call_id)
+        ringing = placed is not None and placed.state == "queued"
+        if placed is not None and ringing and self._live_call(call_id) is None:
+            if await self._cancel(placed):
+                return  # it never rang through: nothing was said, nothing to wait for
+            if self._live_call(call_id) is None:
+                raise ApiError(409, "the call is no longer ringing: it was answered or has ended")
         session = self._session(call_id)
         try:
             await session.end_from_outside(request.reason or "requested")
         except CallNotLive as exc:
             raise ApiError(409, str(exc)) from None
+
+    async def _cancel(self, placed: PlacedCall) -> bool:
+        """Have the carrier drop a placed call that is still ringing; False when it no longer
+        holds it as ringing (answered meanwhile, or over)."""
+        try:
+            if placed.carrier == "plivo":
+                if self._plivo is None:
+                    s = self._bridge.settings
+                    assert s.plivo_auth_id and s.plivo_auth_token  # it placed the call
+                    token = s.plivo_auth_token.get_secret_value()
+                    self._plivo = PlivoRest(s.plivo_auth_id, token, s.plivo_api_url)
+                cancelled = await self._plivo.cancel(placed.request_id)
+            else:
+                if self._vonage is None:
+                    s = self._bridge.settings
+                    assert s.vonage_application_id and s.vonage_private_key
+                    key = s.vonage_private_key.get_secret_value()
+                    self._vonage = VonageRest(s.vonage_application_id, key, s.vonage_api_host)
+                cancelled = await self._vonage.hangup(placed.request_id)
+        except (PlivoRestError, VonageRestError) as exc:
+            raise ApiError(502, str(exc), carrier=placed.carrier) from None
+        if cancelled:
+            logger.info("api: %s call %s cancelled before it was answered", placed.carrier,
+                        placed.request_id)  # fmt: skip
+            self._bridge.placed.ended(placed.attempt)
+        return cancelled
 
     async def transfer(self, call_id: str, request: TransferCall) -> None:
         session = self._session(call_id)

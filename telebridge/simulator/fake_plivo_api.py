@@ -1,7 +1,8 @@
 """A local stand-in for Plivo's REST API: answers like Plivo and records every request.
 
 Covers what telebridge uses: hang up (`DELETE .../Call/{uuid}/`), transfer
-(`POST .../Call/{uuid}/`), outbound calls (`POST .../Call/`), the account (`GET .../`),
+(`POST .../Call/{uuid}/`), outbound calls (`POST .../Call/`), cancelling one not answered yet
+(`DELETE .../Request/{request_uuid}/`), the account (`GET .../`),
 applications (list, create, get, update) and numbers (get, attach to an application), with Basic
 auth checked as Plivo does. It can also fail as a carrier does: an error status, a body that is
 not JSON (a proxy's page), or no answer in time, for every request or only some.
@@ -78,6 +79,7 @@ class FakePlivoApi:
                 Route(account + "/", self._account, methods=["GET"]),
                 Route(base + "/", self._create, methods=["POST"]),
                 Route(base + "/{call_uuid}/", self._call, methods=["POST", "DELETE"]),
+                Route(account + "/Request/{request_uuid}/", self._cancel, methods=["DELETE"]),
                 Route(account + "/Application/", self._applications, methods=["GET", "POST"]),
                 Route(
                     account + "/Application/{app_id}/", self._application, methods=["GET", "POST"]
@@ -166,6 +168,17 @@ class FakePlivoApi:
             {"api_id": str(uuid.uuid4()), "message": "call fired", "request_uuid": request_uuid},
             201,
         )
+
+    async def _cancel(self, request: Request) -> Response:
+        """A queued call cancelled before it was answered: 204, or 404 once it is not queued."""
+        await self._record(request)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        if request.path_params["request_uuid"] in self.ended:
+            return JSONResponse({"api_id": str(uuid.uuid4()), "error": "not found"}, 404)
+        self.ended.add(request.path_params["request_uuid"])
+        return Response(status_code=204)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

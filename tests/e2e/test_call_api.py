@@ -381,3 +381,35 @@ async def test_acting_on_calls_that_are_not_live(
     late = await client.post(f"/v1/calls/{placed['call_id']}/say", json={"text": "Hello?"})
     assert late.status_code == 409
     assert json.loads(late.text)["error"] == "the call has ended"
+
+
+@both_carriers
+async def test_hangup_of_a_call_still_ringing_cancels_it_at_the_carrier(
+    api: tuple[LocalBridge, Carriers, httpx.AsyncClient],
+    vonage_api: VonageApiFake,
+    carrier: Carrier,
+) -> None:
+    lb, _, client = api
+    lb.plivo_api.on_create = None  # nobody answers: the call keeps ringing
+    vonage_api.on_create = None
+    placed = await place(client, carrier, flow="notify", vars={"name": "Di"})
+    api_id = placed["call_id"]
+    ringing = (await client.get(f"/v1/calls/{api_id}")).json()
+    assert (ringing["state"], ringing["request_id"]) == ("queued", api_id)
+    assert [c["call_id"] for c in (await client.get("/v1/calls")).json()["calls"]] == [api_id]
+    say = await client.post(f"/v1/calls/{api_id}/say", json={"text": "Hello?"})
+    assert say.status_code == 409
+    assert say.json()["error"] == "the call has not been answered yet"
+
+    cancelled = await client.post(f"/v1/calls/{api_id}/hangup", json={})
+    assert cancelled.status_code == 202
+    if carrier.name == "plivo":
+        [request] = [r for r in lb.plivo_api.requests if r.method == "DELETE"]
+        assert request.path.endswith(f"/Request/{api_id}/")
+    else:
+        [request] = [r for r in vonage_api.requests if r.method == "PUT"]
+        assert (request.path, request.json) == (f"/v1/calls/{api_id}", {"action": "hangup"})
+    assert (await client.get(f"/v1/calls/{api_id}")).json()["state"] == "ended"
+    assert (await client.get("/v1/calls")).json() == {"calls": []}
+    again = await client.post(f"/v1/calls/{api_id}/hangup", json={})
+    assert again.status_code == 409
