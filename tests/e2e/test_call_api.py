@@ -404,11 +404,11 @@ async def test_hangup_of_a_call_still_ringing_cancels_it_at_the_carrier(
     cancelled = await client.post(f"/v1/calls/{api_id}/hangup", json={})
     assert cancelled.status_code == 202
     if carrier.name == "plivo":
-        [request] = [r for r in lb.plivo_api.requests if r.method == "DELETE"]
-        assert request.path.endswith(f"/Request/{api_id}/")
+        [deleted] = [r for r in lb.plivo_api.requests if r.method == "DELETE"]
+        assert deleted.path.endswith(f"/Request/{api_id}/")
     else:
-        [request] = [r for r in vonage_api.requests if r.method == "PUT"]
-        assert (request.path, request.json) == (f"/v1/calls/{api_id}", {"action": "hangup"})
+        [put] = [r for r in vonage_api.requests if r.method == "PUT"]
+        assert (put.path, put.json) == (f"/v1/calls/{api_id}", {"action": "hangup"})
     assert (await client.get(f"/v1/calls/{api_id}")).json()["state"] == "ended"
     assert (await client.get("/v1/calls")).json() == {"calls": []}
     again = await client.post(f"/v1/calls/{api_id}/hangup", json={})
