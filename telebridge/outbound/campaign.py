@@ -155,10 +155,12 @@ class CampaignRunner:
                 # Stopped during the commit: the call goes out, as if stopped just after it (the
                 # `finally` of `run` lets its request complete and be recorded).
                 if (claimed := await claim) is not None:
-                    self._start(*claimed, now)
+                    self._start(*claimed, asyncio.get_running_loop().time())
                 raise
             if claimed is None:
                 break
+            # The commit took time (a slow disk): space the calls from when this one really starts.
+            now = asyncio.get_running_loop().time()
             self._start(*claimed, now)
         return self.poll_interval
 
