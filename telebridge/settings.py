@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     telebridge_api_key: SecretStr | None = None
     # Requests a second each API key may make (bursts of twice as many); beyond it 429.
     telebridge_api_rate: float = Field(10.0, gt=0, le=10_000)
+    # Signs the agent step's WebSocket handshake (X-Telebridge-Signature); required by flows
+    # that have an agent step.
+    telebridge_agent_secret: SecretStr | None = None
 
     waves_api_key: SecretStr | None = None
     waves_url: str = DEFAULT_WAVES_URL

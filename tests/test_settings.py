@@ -53,6 +53,7 @@ VALUES: dict[str, tuple[str, object]] = {
         "key-one-0123456789,key-two-0123456789",
     ),
     "TELEBRIDGE_API_RATE": ("2.5", 2.5),
+    "TELEBRIDGE_AGENT_SECRET": ("agent-secret-0123456789", "agent-secret-0123456789"),
     "WAVES_TRANSPORT": ("sse", "sse"),
     "TELEBRIDGE_LOG_LEVEL": ("debug", "debug"),
     "TELEBRIDGE_LOG_FORMAT": ("json", "json"),

@@ -70,6 +70,9 @@ class Playout:
         self._marks: dict[str, asyncio.Future[bool]] = {}
         self.last_mark: str | None = None
         self._first_chunk_at: dict[int, float] = {}
+        # Per utterance: when its first frame plays, when its last sent frame will have played,
+        # and seconds sent (the pacer's model of the carrier's queue): what a caller heard.
+        self._spans: dict[int, list[float]] = {}
 
     @property
     def underruns(self) -> int:
@@ -91,6 +94,28 @@ class Playout:
     def first_chunk(self, utterance: int, at: float) -> None:
         """Waves' first chunk of `utterance` arrived at `at`: its first send reports the delay."""
         self._first_chunk_at[utterance] = at
+
+    def urgent(self, messages: list[WireMessage]) -> None:
+        """Messages that go out before any queued audio (DTMF tones)."""
+        self._urgent.extend(messages)
+        self._wake.set()
+
+    def mark_future(self, name: str) -> asyncio.Future[bool] | None:
+        """The future of a queued mark: True once the carrier played it, False when cleared."""
+        return self._marks.get(name)
+
+    def heard(self, utterance: int) -> float:
+        """Seconds of `utterance` the caller has heard by now (sent and due to have played)."""
+        span = self._spans.get(utterance)
+        if span is None:
+            return 0.0
+        start, end, sent = span
+        unplayed = max(0.0, end - max(self._clock(), start))
+        return max(0.0, sent - unplayed)
+
+    def forget(self, utterance: int) -> None:
+        """`utterance` is over: its span is no longer asked for."""
+        self._spans.pop(utterance, None)
 
     def played(self, name: str) -> None:
         """The carrier reports it played everything up to the mark `name`."""
@@ -217,7 +242,15 @@ class Playout:
             for at in range(0, len(chunk), step):
                 messages += self._stream.play(chunk[at : at + step])
             await self._send(messages)
+            plays_from = max(self._pacer.drained_at(), now)
             self._pacer.sent(now, count)
+            span = self._spans.get(item.utterance)
+            if span is None:
+                if len(self._spans) >= 64:  # a long call: only recent utterances are asked for
+                    del self._spans[next(iter(self._spans))]
+                self._spans[item.utterance] = span = [plays_from, 0.0, 0.0]
+            span[1] = self._pacer.drained_at()
+            span[2] += count * self._pacer.frame_duration
             if first is not None:
                 added = self._clock() - max(first, paced_until)
                 self._emit("first_audio", added_ms=round(added * 1000, 3))

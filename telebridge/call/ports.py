@@ -23,6 +23,9 @@ class CarrierStream(Protocol):
     sample_rate: int
     # How many 20 ms frames one outgoing audio message may carry.
     max_frames_per_message: int
+    # True while something listens to the caller: `CallerAudio` events are then produced (and
+    # `ignorable` lets no caller audio go unseen).
+    decode_caller_audio: bool
 
     def receive(self, message: str | bytes) -> list[CallEvent]:
         """Events in a message from the carrier; raises ProtocolError for a malformed one."""
@@ -45,6 +48,11 @@ class CarrierStream(Protocol):
         """Messages that empty the carrier's playback queue now."""
         ...
 
+    def send_digits(self, digits: str) -> list[WireMessage]:
+        """Messages that play DTMF tones into the call; [] when the carrier does it out of band
+        (`CallControl.send_digits`)."""
+        ...
+
 
 class CallControl(Protocol):
     """Out-of-band control of one call through the carrier's REST API."""
@@ -59,6 +67,10 @@ class CallControl(Protocol):
 
     async def end_with_message(self, text: str) -> bool:
         """Speak `text` with the carrier's own TTS, then end the call; False when it cannot."""
+        ...
+
+    async def send_digits(self, digits: str) -> bool:
+        """Play DTMF tones into the call out of band; False when the carrier cannot."""
         ...
 
 

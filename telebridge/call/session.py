@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from telebridge.call.agent import Conversation
 from telebridge.call.events import (
     CallerAudio,
     CallEvent,
@@ -27,6 +28,7 @@ from telebridge.call.events import (
     Stopped,
 )
 from telebridge.call.keys import KeyBuffer
+from telebridge.call.outside import TRANSFER_CLOSE_WAIT, CallNotLive, OutsideControl
 from telebridge.call.playout import SEND_BATCH_FRAMES, Playout
 from telebridge.call.ports import (
     CallControl,
@@ -38,9 +40,9 @@ from telebridge.call.ports import (
 from telebridge.call.speaker import MAX_ATTEMPTS, RETRY_PAUSE, RETRY_WINDOW, Speaker, speech_for
 from telebridge.call.state import CallLifecycle, CallState
 from telebridge.flows import Flow, FlowIO, FlowRecorder, FlowRunner, SpeechOverrides
-from telebridge.flows.model import TRANSFER_TIMEOUT
+from telebridge.flows.ports import AgentEnd, AgentLink
 from telebridge.tts import SpeechOptions, Synthesizer
-from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError
+from telebridge.tts.errors import WavesAuthError, WavesForbiddenError
 
 __all__ = [
     "APOLOGY",
@@ -61,19 +63,13 @@ logger = logging.getLogger(__name__)
 
 # Carrier messages that break the protocol before the call is given up as hostile.
 MAX_BAD_MESSAGES = 50
-# After a transfer the carrier takes the caller elsewhere and closes the stream itself.
-TRANSFER_CLOSE_WAIT = 10.0
 # On shutdown the prompt being synthesised may finish, for at most this long.
 STOP_SPEECH_WAIT = 10.0
 # Spoken by the carrier's own TTS when Waves cannot speak for the bridge.
 APOLOGY = "We are sorry, we cannot continue this call right now. Please call again later."
 
 
-class CallNotLive(Exception):
-    """The call cannot take that request now (it is ending, or already being ended)."""
-
-
-class CallSession:
+class CallSession(OutsideControl):
     """A call in progress. Create it once the carrier stream has started; then `await run()`."""
 
     def __init__(
@@ -126,6 +122,8 @@ class CallSession:
         self._stop_action: Callable[[], Awaitable[str]] | None = None
         self._announcements: set[asyncio.Task[None]] = set()
         self._bad_messages = 0
+        self._clock = clock
+        self._conversation: Conversation | None = None  # the agent step under way
         self.ended_by: dict[str, str] = {}  # who ended the call from outside, and why
 
     @property
@@ -217,68 +215,6 @@ class CallSession:
         if self._flow_task is not None and not self._flow_task.done():
             self._flow_task.cancel()
 
-    # --- control from outside the call (the call API) -----------------------------------
-
-    def announce(self, text: str, overrides: SpeechOverrides, *, interrupt: bool) -> None:
-        """Speak `text` after the utterance under way, or at once with `interrupt` (which cuts
-        off what is playing and drops what was announced before). The flow goes on."""
-        self._require_live()
-        if interrupt:
-            self._emit("api_interrupt")
-            for task in self._announcements:
-                task.cancel()
-            self._speaker.cut()
-            self._playout.clear()
-        task = asyncio.create_task(self._announce(text, overrides), name=f"say:{self.call_id}")
-        self._announcements.add(task)
-        task.add_done_callback(self._announcements.discard)
-
-    async def _announce(self, text: str, overrides: SpeechOverrides) -> None:
-        self._emit("api_say", text=text)
-        try:
-            await self._speaker.say(text, barge_in=False, overrides=overrides)
-        except TTSError as exc:
-            # The caller missed an announcement; the flow, which did not ask for it, goes on.
-            logger.error("call %s: speech asked for by the API failed: %s", self.call_id, exc)
-            if self._speaker.failure is exc:
-                self._speaker.failure = None
-
-    async def _finish_announcements(self, limit: float) -> None:
-        pending = set(self._announcements)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=limit)
-            for task in late:
-                task.cancel()
-
-    async def end_from_outside(self, reason: str, *, by: str = "api") -> None:
-        """Hang up once what is queued (announcements too) has played; the flow stops now."""
-        self._require_live()
-        self.ended_by = {"by": by, "reason": reason}
-        await self.stop(f"{by}-hangup")
-
-    async def transfer_from_outside(self, to: str, *, by: str = "api") -> None:
-        """Transfer once what is queued has played; the flow stops now. Refused: hang up."""
-        self._require_live()
-        self.ended_by = {"by": by, "transfer": to}
-
-        async def transfer() -> str:
-            if await self.transfer(to, TRANSFER_TIMEOUT):
-                await self._await_close(TRANSFER_CLOSE_WAIT)
-                return "transfer"
-            await self.hangup("error:transfer failed")
-            return "error:transfer failed"
-
-        self._stop_action = transfer
-        await self.stop(f"{by}-transfer")
-
-    def _require_live(self) -> None:
-        if self.state is not CallState.STREAMING:
-            raise CallNotLive(f"the call is {self.state.value}")
-        if self._stop_reason is not None:
-            raise CallNotLive(f"the call is being ended ({self._stop_reason})")
-        if self._flow_task is None or self._flow_task.done():
-            raise CallNotLive("the call's flow has ended")
-
     async def _end_politely(self) -> None:
         """Waves cannot speak: let what was queued play, then the carrier apologises and ends."""
         self._speaker.finish_partial()
@@ -319,6 +255,8 @@ class CallSession:
                 message = await self._transport.receive()
             except TransportClosed:
                 self._emit("carrier_closed")
+                if self._conversation is not None:
+                    self._conversation.end_reason = "caller-hangup"
                 return "caller-hangup" if self.state is CallState.STREAMING else "completed"
             try:
                 events = self._stream.receive(message)
@@ -338,9 +276,15 @@ class CallSession:
     def _handle(self, event: CallEvent) -> bool:
         """Apply one event; True when the stream is over."""
         if isinstance(event, CallerAudio):
+            if self._conversation is not None:
+                self._conversation.caller_audio(event.payload)
             return False
         if isinstance(event, Digit):
-            self._on_digit(event.digit)
+            if self._conversation is not None:
+                self._emit("digit", digit=event.digit)
+                self._conversation.digit(event.digit)
+            else:
+                self._on_digit(event.digit)
         elif isinstance(event, Played):
             self._emit("played", mark=event.name)
             self._playout.played(event.name)
@@ -408,6 +352,41 @@ class CallSession:
         except Exception as exc:
             logger.error("call %s: carrier hangup failed: %s", self.call_id, exc)
         await self._transport.close()
+
+    async def converse(
+        self, link: AgentLink, start: dict[str, Any], *, listen: bool, barge_in: bool
+    ) -> AgentEnd:
+        conversation = Conversation(
+            call_id=self.call_id,
+            link=link,
+            stream=self._stream,
+            speaker=self._speaker,
+            playout=self._playout,
+            send_digits=self._send_digits,
+            cut=self._cut,
+            emit=self._emit,
+            clock=self._clock,
+            listen=listen,
+            barge_in=barge_in,
+        )
+        self._conversation = conversation
+        self._stream.decode_caller_audio = listen
+        try:
+            return await conversation.run(start)
+        finally:
+            self._stream.decode_caller_audio = False
+            self._conversation = None
+
+    async def _send_digits(self, digits: str) -> None:
+        messages = self._stream.send_digits(digits)
+        if messages:
+            self._playout.urgent(messages)
+        elif not await self._control.send_digits(digits):
+            logger.warning("call %s: the carrier could not send DTMF", self.call_id)
+
+    def _cut(self) -> None:
+        self._speaker.cut()
+        self._playout.clear()
 
     # --- observation ------------------------------------------------------------------
 

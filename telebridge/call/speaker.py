@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 from telebridge.call.audio import FrameEncoder
 from telebridge.call.keys import KeyBuffer
@@ -28,6 +29,8 @@ from telebridge.tts.errors import (
     WavesTimeout,
 )
 from telebridge.tts.guard import speech_deadline
+from telebridge.tts.segmented import text_speech
+from telebridge.tts.speech import TextSpeech
 
 __all__ = ["MAX_ATTEMPTS", "RETRY_PAUSE", "RETRY_WINDOW", "Speaker", "speech_for"]
 
@@ -178,6 +181,76 @@ class Speaker:
                     self._playout.audio(frames, utterance)
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def stream(
+        self,
+        feed: Callable[[TextSpeech], Coroutine[Any, Any, None]],
+        overrides: SpeechOverrides,
+        *,
+        on_first_chunk: Callable[[int, float], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> tuple[int, bool]:
+        """Speak one utterance whose text `feed` sends as it arrives (ending with `finish`).
+
+        Takes its turn like `say`; `on_start(n)` names the utterance once its turn has come.
+        Returns the utterance's number and whether it was spoken whole (False: cut off). A
+        speech failure raises, after the part Waves did produce has been queued with a mark.
+        """
+        async with self._turn:
+            self._utterance += 1
+            number = self._utterance
+            if on_start is not None:
+                on_start(number)
+            speech = text_speech(
+                self._tts,
+                sample_rate=self._stream.sample_rate,
+                options=speech_for(self._speech, overrides),
+                request_id=f"{self._call_id[:60]}-{number}",
+            )
+            consumer = asyncio.create_task(self._consume(speech, number, on_first_chunk))
+            producer = asyncio.create_task(feed(speech))
+            self._task = consumer
+            whole = False
+            try:
+                await asyncio.wait({producer, consumer}, return_when=asyncio.FIRST_COMPLETED)
+                if producer.done() and not producer.cancelled() and not producer.exception():
+                    await asyncio.wait({consumer})
+                whole = consumer.done() and not consumer.cancelled() and not consumer.exception()
+            finally:
+                for task in (producer, consumer):
+                    task.cancel()
+                if not whole:
+                    await speech.aclose()
+                await asyncio.gather(producer, consumer, return_exceptions=True)
+                if self._task is consumer:
+                    self._task = None
+            if consumer.cancelled():
+                return number, False  # cut off: the clear dropped what was queued
+            exc = (consumer.exception() or producer.exception()) if not whole else None
+            if exc is not None:
+                self.finish_partial()
+                raise exc
+            self.finish_prompt()
+            return number, True
+
+    async def _consume(
+        self,
+        speech: TextSpeech,
+        number: int,
+        on_first_chunk: Callable[[int, float], None] | None,
+    ) -> None:
+        first = True
+        async for chunk in speech:
+            if first:
+                first = False
+                now = self._clock()
+                self._playout.first_chunk(number, now)
+                self._spoke.add(number)
+                if on_first_chunk is not None:
+                    on_first_chunk(number, now)
+            frames = self._encoder.feed(chunk)
+            if frames:
+                self._playout.audio(frames, number)
 
     async def play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
         """Queue audio (PCM16LE mono at `sample_rate`)."""

@@ -52,14 +52,14 @@ class PlivoStream:
         self.stream_id: str | None = None
         # Caller audio arrives 50 times a second and nothing in the bridge listens to it yet:
         # unless asked to, media messages are recognised by their head and not parsed at all.
-        self._decode_media = decode_caller_audio
+        self.decode_caller_audio = decode_caller_audio
 
     # --- carrier -> bridge --------------------------------------------------------
 
     def ignorable(self, payload: bytes, text: bool) -> bool:
         # After the start, a media message is caller audio: unless it is decoded, it can go
         # unseen (exactly what `receive` would return for it: nothing).
-        if not text or self._decode_media or self.stream_id is None:
+        if not text or self.decode_caller_audio or self.stream_id is None:
             return False
         head = bytes(payload[:48])
         return b'"event":"media"' in head or b'"event": "media"' in head
@@ -67,7 +67,7 @@ class PlivoStream:
     def receive(self, message: str | bytes) -> list[CallEvent]:
         if isinstance(message, bytes):
             raise ProtocolError("binary message on a Plivo stream")
-        if not self._decode_media and self.stream_id is not None and _is_media(message):
+        if not self.decode_caller_audio and self.stream_id is not None and _is_media(message):
             return []
         data = json_object(message)
         event = data.get("event")
@@ -146,6 +146,10 @@ class PlivoStream:
 
     def clear(self) -> list[WireMessage]:
         return [json.dumps({"event": "clearAudio", "streamId": self._sid()})]
+
+    def send_digits(self, digits: str) -> list[WireMessage]:
+        """Plivo plays DTMF tones into the call on the stream's own `sendDTMF`."""
+        return [json.dumps({"event": "sendDTMF", "dtmf": digits})]
 
     def _sid(self) -> str:
         if self.stream_id is None:

@@ -52,6 +52,9 @@ class PlivoCallControl:
         )
         return True
 
+    async def send_digits(self, digits: str) -> bool:
+        return False  # Plivo's stream carries tones itself (`PlivoStream.send_digits`)
+
     async def end_with_message(self, text: str) -> bool:
         """Speak `text` with Plivo's own TTS and hang up (the A leg moves to `<Speak>` XML)."""
         claims = {"say": text, "id": self._uuid, "exp": time.time() + TRANSFER_TTL}

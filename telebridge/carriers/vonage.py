@@ -86,13 +86,19 @@ class VonageStream:
         self.sample_rate = sample_rate
         self.frame_bytes = frame_bytes(sample_rate)
         self.call_id: str | None = None
+        self.decode_caller_audio = False  # frames are caller audio either way: no decoding
 
     # --- carrier -> bridge --------------------------------------------------------
 
     def ignorable(self, payload: bytes, text: bool) -> bool:
         # One well-formed frame of caller audio once connected: nothing in the bridge listens
         # to it. A frame of the wrong size still reaches `receive`, which reports it.
-        return not text and self.call_id is not None and len(payload) == self.frame_bytes
+        return (
+            not text
+            and not self.decode_caller_audio
+            and self.call_id is not None
+            and len(payload) == self.frame_bytes
+        )
 
     def receive(self, message: str | bytes) -> list[CallEvent]:
         if isinstance(message, bytes):
@@ -164,6 +170,10 @@ class VonageStream:
 
     def clear(self) -> list[WireMessage]:
         return ['{"action":"clear"}']
+
+    def send_digits(self, digits: str) -> list[WireMessage]:
+        """Nothing on the socket: Vonage plays tones through its REST API (`CallControl`)."""
+        return []
 
 
 # --- NCCOs ------------------------------------------------------------------------------

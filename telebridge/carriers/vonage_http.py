@@ -88,6 +88,19 @@ class VonageCallControl:
         await self._rest.transfer_ncco(self._uuid, ncco, self._host)
         return True
 
+    async def send_digits(self, digits: str) -> bool:
+        if self._rest is None:
+            logger.error(
+                "vonage call %s: cannot send DTMF without VONAGE_APPLICATION_ID", self._uuid
+            )
+            return False
+        try:
+            await self._rest.send_digits(self._uuid, digits, self._host)
+        except VonageRestError as exc:
+            logger.error("vonage call %s: %s", self._uuid, exc)
+            return False
+        return True
+
     async def end_with_message(self, text: str) -> bool:
         """Speak `text` with Vonage's own TTS and end the call (a transfer to a talk NCCO)."""
         if self._rest is None:

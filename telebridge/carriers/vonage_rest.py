@@ -160,6 +160,10 @@ class VonageRest:
             raise
         return True
 
+    async def send_digits(self, uuid: str, digits: str, region_host: str | None = None) -> None:
+        """Play DTMF tones into the call leg."""
+        await self._run("dtmf", region_host, lambda c: c.voice.play_dtmf_into_call(uuid, digits))
+
     async def transfer_ncco(
         self, uuid: str, ncco: list[dict[str, Any]], region_host: str | None = None
     ) -> None:

@@ -96,6 +96,12 @@ def cmd_flows_check(args: argparse.Namespace) -> int:
     from telebridge.flows import check_files
 
     errors, warnings = check_files([Path(p) for p in args.files])
+    if not errors and not _agent_secret_set():
+        from telebridge.flows import load_flow
+        from telebridge.flows.library import agent_secret_missing
+
+        for path in args.files:
+            errors += agent_secret_missing(load_flow(Path(path)))
     for problem in warnings:
         print(f"warning: {problem}")
     for problem in errors:
@@ -106,6 +112,15 @@ def cmd_flows_check(args: argparse.Namespace) -> int:
         f"{len(args.files)} flow file(s) OK" + (f", {len(warnings)} warning(s)" if warnings else "")
     )
     return 0
+
+
+def _agent_secret_set() -> bool:
+    from telebridge.settings import ConfigError, load_settings
+
+    try:
+        return load_settings().telebridge_agent_secret is not None
+    except ConfigError:
+        return True  # other settings are broken: `flows check` judges the files alone
 
 
 # --- simulate --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The flow runner's I/O edge: the webhook step's HTTP POST and the audio files `play` reads.
+"""The flow runner's I/O edge: the webhook step's HTTP POST, the audio files `play` reads and
+the agent step's WebSocket (`agent_socket`).
 
 `HttpFlowIO` implements the runner's `FlowIO` port. The server gives each call one, on its shared
 HTTP client; without a client it opens its own and `aclose()` closes it.
@@ -12,13 +13,17 @@ from pathlib import Path
 
 import httpx
 
-from telebridge.flows.ports import FetchFailed, FlowRunError
+from telebridge.flows.agent_socket import open_agent
+from telebridge.flows.ports import AgentLink, AgentUnavailable, FetchFailed, FlowRunError
 from telebridge.flows.wav import WavError, read_wav
 
 
 class HttpFlowIO:
-    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient | None = None, *, agent_secret: str | None = None
+    ) -> None:
         self._http = http
+        self._agent_secret = agent_secret
         self._own: httpx.AsyncClient | None = None
 
     async def post_json(
@@ -47,6 +52,11 @@ class HttpFlowIO:
             if exc.kind == "format":
                 raise FlowRunError(f"{path}: not 16-bit mono PCM WAV") from None
             raise FlowRunError(f"{path}: cannot read audio: {exc.detail}") from None
+
+    async def open_agent(self, url: str, timeout: float) -> AgentLink:  # noqa: ASYNC109
+        if self._agent_secret is None:
+            raise AgentUnavailable("TELEBRIDGE_AGENT_SECRET is not set")
+        return await open_agent(url, timeout, self._agent_secret)
 
     async def aclose(self) -> None:
         if self._own is not None:

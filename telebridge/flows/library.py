@@ -45,10 +45,16 @@ class FlowLibrary:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowLibrary:
-        """The flows the settings name (TELEBRIDGE_FLOWS_DIR, _FLOW, _NUMBERS); raises FlowError."""
-        return cls(
+        """The flows the settings name (TELEBRIDGE_FLOWS_DIR, _FLOW, _NUMBERS); raises FlowError,
+        also for agent steps without TELEBRIDGE_AGENT_SECRET."""
+        library = cls(
             settings.telebridge_flows_dir, settings.telebridge_flow, settings.telebridge_numbers
         )
+        if settings.telebridge_agent_secret is None:
+            unsigned = [p for flow in library._flows.values() for p in agent_secret_missing(flow)]
+            if unsigned:
+                raise FlowError(unsigned)
+        return library
 
     def _add(self, path: Path, errors: list[Problem]) -> str:
         name = path.stem
@@ -76,6 +82,20 @@ class FlowLibrary:
             return self.get(requested)
         by_number = self._numbers.get(_digits(callee))
         return self.get(by_number or self.default)
+
+
+def agent_secret_missing(flow: Flow) -> list[Problem]:
+    """One problem per agent step: for when TELEBRIDGE_AGENT_SECRET is not set."""
+    return [
+        Problem(
+            flow.source or flow.name,
+            step.line_of("agent"),
+            step.id,
+            "agent steps need TELEBRIDGE_AGENT_SECRET (it signs the handshake to the application)",
+        )
+        for step in flow.steps.values()
+        if step.agent is not None
+    ]
 
 
 def _digits(number: str) -> str:

@@ -22,6 +22,7 @@ BUILTIN_VARIABLES = frozenset({"caller", "callee", "call_id", "carrier", "flow",
 # Seconds allowed when a flow does not say.
 WEBHOOK_TIMEOUT = 5.0
 TRANSFER_TIMEOUT = 30.0
+AGENT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,16 @@ class Webhook:
 
 
 @dataclass(frozen=True, slots=True)
+class Agent:
+    """Hand the call to an application over a WebSocket the bridge opens (a URL template)."""
+
+    url: str
+    listen: bool = True  # send the caller's audio
+    timeout: float = AGENT_TIMEOUT  # seconds to open the socket
+    barge_in: bool = True  # a key press cuts off what the application is saying
+
+
+@dataclass(frozen=True, slots=True)
 class VarRoute:
     """Go to `next` when every variable in `when` equals its value."""
 
@@ -130,6 +141,7 @@ class Step:
     gather: Gather | None = None
     webhook: Webhook | None = None
     transfer: Transfer | None = None
+    agent: Agent | None = None
     routes: Mapping[str, str] = field(default_factory=dict)  # DTMF digits -> step
     var_routes: tuple[VarRoute, ...] = ()
     default: str | None = None
@@ -159,7 +171,8 @@ class Step:
     @property
     def waits_for_caller(self) -> bool:
         """True when the step can stop an otherwise endless loop (input, a webhook, an end)."""
-        return any(x is not None for x in (self.gather, self.webhook, self.hangup, self.transfer))
+        waits = (self.gather, self.webhook, self.hangup, self.transfer, self.agent)
+        return any(x is not None for x in waits)
 
 
 @dataclass(frozen=True)
@@ -297,7 +310,7 @@ def check_flow(flow: Flow) -> list[Problem]:
 
 def _check_step(step: Step, src: str) -> Iterator[Problem]:
     sid = step.id
-    does = step.prompt or step.set or step.gather or step.webhook or step.transfer
+    does = step.prompt or step.set or step.gather or step.webhook or step.transfer or step.agent
     if not does and step.hangup is None and not step.targets():
         yield Problem(src, step.line, sid, "the step does nothing and goes nowhere", "error")
     if step.routes and step.gather is None:
@@ -312,9 +325,12 @@ def _check_step(step: Step, src: str) -> Iterator[Problem]:
     elif step.hangup is not None and (step.next or step.default):
         message = "'hangup' is never reached after next/default"
         yield Problem(src, step.line_of("hangup"), sid, message, "error")
-    if step.on_error is not None and not (step.webhook or step.transfer):
-        message = "'on_error' has no webhook or transfer to catch"
+    if step.on_error is not None and not (step.webhook or step.transfer or step.agent):
+        message = "'on_error' has no webhook, transfer or agent to catch"
         yield Problem(src, step.line_of("on_error"), sid, message, "warning")
+    if step.agent is not None and (step.gather is not None or step.transfer is not None):
+        message = "an 'agent' step cannot also 'gather' or 'transfer' (the application does)"
+        yield Problem(src, step.line_of("agent"), sid, message, "error")
     if step.gather is not None:
         for key in step.routes:
             if len(key) > step.gather.max_digits:
@@ -335,6 +351,8 @@ def _variables_used(step: Step) -> Iterator[tuple[int, str]]:
         texts += [(step.line_of("gather"), text) for text in said if text]
     if step.transfer is not None:
         texts.append((step.line_of("transfer"), step.transfer.to))
+    if step.agent is not None:
+        texts.append((step.line_of("agent"), step.agent.url))
     for line, text in texts:
         for name in template.names(text):
             yield line, name

@@ -6,12 +6,12 @@ and the errors a step can end in. Protocols and small values only; no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
-__all__ = ["CallPort", "FetchFailed", "FlowIO", "FlowRecorder", "FlowRunError", "NullRecorder",
-           "SpeechOverrides"]  # fmt: skip
+__all__ = ["AgentClosed", "AgentEnd", "AgentLink", "AgentUnavailable", "CallPort", "FetchFailed",
+           "FlowIO", "FlowRecorder", "FlowRunError", "NullRecorder", "SpeechOverrides"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,43 @@ class SpeechOverrides:
 
 class FetchFailed(Exception):
     """The webhook gave no answer (refused, timed out, broken); the text says which."""
+
+
+class AgentUnavailable(Exception):
+    """The application's WebSocket could not be opened (refused, timed out); the text says why."""
+
+
+class AgentClosed(Exception):
+    """The application's WebSocket is gone: `normal` when it closed it cleanly (1000 or 1001)."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        self.code = code
+        self.normal = code in (1000, 1001)
+        super().__init__(f"closed with {code}" + (f" ({reason})" if reason else ""))
+
+
+class AgentLink(Protocol):
+    """An open WebSocket to the application of an agent step (opened by `FlowIO.open_agent`)."""
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a text (str) or binary frame; raises AgentClosed."""
+
+    async def receive(self) -> str | bytes:
+        """The next frame; raises AgentClosed."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket (no error when it is closed already)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEnd:
+    """How an agent step ended, for the runner to route on."""
+
+    kind: Literal["next", "hangup", "transfer", "error"]
+    step: str | None = None  # next: the step to go to (None: the step's `next`)
+    vars: dict[str, str] = field(default_factory=dict)
+    to: str | None = None  # transfer: the number
+    detail: str = ""  # hangup: the reason; error: what went wrong
 
 
 class FlowIO(Protocol):
@@ -44,6 +81,10 @@ class FlowIO(Protocol):
 
     async def load_audio(self, path: Path) -> tuple[bytes, int]:
         """16-bit mono PCM and its sample rate; raises FlowRunError for an unreadable file."""
+        ...
+
+    async def open_agent(self, url: str, timeout: float) -> AgentLink:  # noqa: ASYNC109
+        """Open the agent step's WebSocket, its handshake signed; raises AgentUnavailable."""
         ...
 
 
@@ -74,6 +115,12 @@ class CallPort(Protocol):
 
     async def hangup(self, reason: str) -> None:
         """Wait until the queued audio played, then end the call."""
+
+    async def converse(
+        self, link: AgentLink, start: dict[str, Any], *, listen: bool, barge_in: bool
+    ) -> AgentEnd:
+        """Hand the call to the application on `link` (its `start` message given) until it
+        sends the step on, ends the call, or its socket fails."""
 
 
 class FlowRecorder(Protocol):

@@ -18,6 +18,10 @@ Within one step the parts run in this order:
    `reprompt` text (or the prompt again). The last attempt's keys become `{{digits}}`.
 5. `transfer`: after the prompt has played. Accepted: the flow ends with "transfer". Refused or a
    bad number: go to `on_error`, or end with "error:transfer failed".
+   `agent`: after the prompt is queued, the call is the application's (`CallPort.converse`)
+   until it sends `next` (merge its vars, go to its step or the step's routes), `hangup` or
+   `transfer`, or closes the socket cleanly (the routes). A socket that cannot be opened or
+   breaks goes to `on_error`, or ends the flow with "error:agent ...".
 6. Routing, first match wins: the digit routes (`routes: {"1": step}`, only with a gather), then
    the list routes (`routes: [{when: {var: value, ...}, next: step}]`, all pairs must be equal),
    then the webhook's `next`, then `default` (or `next`; a step has one or the other).
@@ -39,6 +43,8 @@ from typing import Literal
 from telebridge import e164
 from telebridge.flows import template
 from telebridge.flows.model import (
+    TRANSFER_TIMEOUT,
+    Agent,
     Flow,
     Gather,
     Pause,
@@ -50,6 +56,8 @@ from telebridge.flows.model import (
     Webhook,
 )
 from telebridge.flows.ports import (
+    AgentEnd,
+    AgentUnavailable,
     CallPort,
     FetchFailed,
     FlowIO,
@@ -201,6 +209,11 @@ class FlowRunner:
             await self._queue(step, prompt, barge_in=False)
         if step.transfer is not None:
             return await self._transfer(step, step.transfer)
+        if step.agent is not None:
+            ended = await self._agent(step, step.agent)
+            if isinstance(ended, _Goto | _End):
+                return ended
+            webhook_next = ended or webhook_next
         target = self._route(step, webhook_next)
         if target is not None:
             return _Goto(target)
@@ -310,6 +323,56 @@ class FlowRunner:
         if step.on_error is not None:
             return _Goto(step.on_error)
         return _End("error:transfer failed")
+
+    async def _agent(self, step: Step, spec: Agent) -> _Goto | _End | str | None:
+        """Run the agent step: where to go, or the step the application named (or None) for
+        the routes to consider."""
+        url = self._render(spec.url, step)
+        try:
+            link = await self._need_io().open_agent(url, spec.timeout)
+        except AgentUnavailable as exc:
+            return self._agent_failed(step, f"agent unavailable: {exc}")
+        start = {
+            "type": "start",
+            "call_id": self.variables.get("call_id", ""),
+            "carrier": self.variables.get("carrier", ""),
+            "direction": self.variables.get("direction") or "inbound",
+            "caller": self.variables.get("caller", ""),
+            "callee": self.variables.get("callee", ""),
+            "flow": self.flow.name,
+            "step": step.id,
+            "vars": dict(self.variables),
+        }
+        end: AgentEnd = await self._port.converse(
+            link, start, listen=spec.listen, barge_in=spec.barge_in
+        )
+        if end.kind == "error":
+            return self._agent_failed(step, end.detail)
+        if end.kind == "hangup":
+            await self._port.hangup(end.detail or "agent-hangup")
+            return _End("hangup")
+        if end.kind == "transfer" and end.to is not None:
+            if await self._port.transfer(end.to, TRANSFER_TIMEOUT):
+                return _End("transfer")
+            logger.warning("%s transfer to %s asked by the agent was not accepted", self._tag,
+                           end.to)  # fmt: skip
+            return self._agent_failed(step, "transfer failed")
+        if end.vars:
+            self.variables.update(end.vars)
+            self._recorder.vars_set(dict(end.vars))
+        if end.step is not None:
+            if end.step not in self.flow.steps:
+                return self._agent_failed(step, f"agent named no such step {end.step!r}")
+            return _Goto(end.step)
+        return None
+
+    def _agent_failed(self, step: Step, detail: str) -> _Goto | _End:
+        if step.on_error is not None:
+            logger.warning("%s step %r: %s; going to %r", self._tag, step.id, detail,
+                           step.on_error)  # fmt: skip
+            return _Goto(step.on_error)
+        logger.warning("%s step %r: %s", self._tag, step.id, detail)
+        return _End(f"error:{detail}")
 
     async def _call_webhook(self, step: Step, spec: Webhook) -> WebhookAnswer:
         return await call_webhook(self._need_io(), self.flow, step.id, spec, self.variables)

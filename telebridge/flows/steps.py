@@ -13,8 +13,10 @@ from telebridge import e164
 from telebridge.dtmf import DTMF_KEYS
 from telebridge.flows import template
 from telebridge.flows.model import (
+    AGENT_TIMEOUT,
     TRANSFER_TIMEOUT,
     WEBHOOK_TIMEOUT,
+    Agent,
     Gather,
     Pause,
     Play,
@@ -32,8 +34,9 @@ __all__ = ["GATHER_KEYS", "STEP_KEYS", "StepReader"]
 
 STEP_KEYS = (
     "say", "voice", "speed", "language", "play", "pause", "set", "gather", "webhook",
-    "transfer", "routes", "default", "next", "on_error", "hangup",
+    "transfer", "agent", "routes", "default", "next", "on_error", "hangup",
 )  # fmt: skip
+AGENT_KEYS = ("url", "listen", "timeout", "barge_in")
 GATHER_KEYS = (
     "max_digits", "timeout", "finish_on_key", "retries", "reprompt", "no_input", "invalid",
     "barge_in",
@@ -72,6 +75,8 @@ class StepReader(NodeReader):
                 fields[key] = self.read_webhook(value, sid)
             elif key == "transfer":
                 fields[key] = self.read_transfer(value, sid)
+            elif key == "agent":
+                fields[key] = self.read_agent(value, sid)
             elif key == "routes":
                 fields["routes"], fields["var_routes"], route_lines = self.read_routes(value, sid)
                 lines.update({f"routes.{k}": ln for k, ln in route_lines.items()})
@@ -127,6 +132,31 @@ class StepReader(NodeReader):
                 self.error(keys["url"][0], sid, f"webhook url {url!r} must be http:// or https://")
         timeout = self.timeout(keys, sid, "webhook", 60, WEBHOOK_TIMEOUT)
         return Webhook(url, timeout) if url is not None and timeout is not None else None
+
+    def read_agent(self, node: Node, sid: str) -> Agent | None:
+        keys = self.pairs(node, sid, "agent", AGENT_KEYS)
+        if keys is None:
+            return None
+        if "url" not in keys:
+            self.error(line_of(node), sid, "agent needs a 'url' (ws:// or wss://)")
+            return None
+        url = self.template(keys["url"][1], sid, "agent: url")
+        if url is not None:
+            parts = urlsplit(url)
+            fixed = "{{" not in (parts.scheme + parts.netloc)
+            if fixed and (parts.scheme not in ("ws", "wss") or not parts.netloc):
+                self.error(keys["url"][0], sid, f"agent url {url!r} must be ws:// or wss://")
+        flags: dict[str, bool] = {}
+        for flag in ("listen", "barge_in"):
+            if (
+                flag in keys
+                and (value := self.flag(keys[flag][1], sid, f"agent: {flag}")) is not None
+            ):
+                flags[flag] = value
+        timeout = self.timeout(keys, sid, "agent", 60, AGENT_TIMEOUT)
+        if url is None or timeout is None:
+            return None
+        return Agent(url, timeout=timeout, **flags)
 
     def read_transfer(self, node: Node, sid: str) -> Transfer | None:
         keys = self.pairs(node, sid, "transfer", ("to", "timeout"))

@@ -138,7 +138,8 @@ async def run_stream(
             variables=dict(grant.variables),
         )
     outcome = "error"
-    io = HttpFlowIO(host.http)
+    secret = settings.telebridge_agent_secret
+    io = HttpFlowIO(host.http, agent_secret=secret.get_secret_value() if secret else None)
     try:
         flow = host.flows.get(grant.flow)
         outcome = await session.run(flow, variables, recorder=recorder, io=io)

@@ -36,6 +36,9 @@ class CallScript:
     flow: str | None = None  # ?flow= on the answer URL
     caller: str = "14155550100"
     callee: str = "14155550199"
+    # The caller's voice, in the carrier's encoding: sent in 20 ms frames in place of the
+    # first frames of silence.
+    voice: bytes = b""
 
 
 @dataclass
@@ -60,6 +63,7 @@ class SimResult:
     audio_messages: int = 0
     max_lead: float = 0.0
     violations: list[str] = field(default_factory=list)
+    tones: str = ""  # DTMF the bridge played into the call over the stream (Plivo sendDTMF)
     ended_by: str = ""  # "bridge-closed", "rest-hangup", "caller-hangup", "refused"
     close_code: int | None = None
     started_at: float = 0.0
@@ -87,6 +91,16 @@ class SimulatedCall(ABC):
         self._digits = list(script.digits)
         self._tasks: set[asyncio.Task[None]] = set()
         self._t0 = time.monotonic()
+        self._voice_at = 0
+
+    def voice_frame(self) -> bytes | None:
+        """The next frame of the script's voice, or None once it has all been sent."""
+        voice = self.script.voice
+        if self._voice_at >= len(voice):
+            return None
+        frame = voice[self._voice_at : self._voice_at + self.frame_bytes]
+        self._voice_at += self.frame_bytes
+        return frame.ljust(self.frame_bytes, b"\xff" if self.carrier == "plivo" else b"\x00")
 
     # --- carrier-specific wire format ------------------------------------------------
 
@@ -226,6 +240,9 @@ class SimulatedCall(ABC):
             reply = self.cleared_message()
             if reply is not None:
                 self._spawn(self._send(reply))
+        elif kind == "tones":
+            self.result.tones += str(value)
+            self.note("tones", digits=value)
 
     def _close_segment(self, mark: str | None) -> None:
         if self._segment is not None:

@@ -3,6 +3,7 @@
 The SDK only speaks https to `https://{api_host}`, so the fake serves TLS with a throw-away CA
 from `trustme`; point `REQUESTS_CA_BUNDLE` at `ca_path` and the SDK's host at `host`.
 It answers `PUT /v1/calls/{uuid}` (hangup, transfer: 204, or 404 for uuids in `ended`),
+`PUT /v1/calls/{uuid}/dtmf` (200, as Vonage answers it),
 `POST /v1/calls` (201 with a new uuid), `GET /v1/calls` (an empty page), and
 `GET`/`PUT /v2/applications/{id}` with Basic auth (`api_key`, `api_secret`): a PUT replaces the
 stored application, as Vonage's does.
@@ -143,6 +144,15 @@ class VonageApiFake:
             return Response(status_code=204, headers=CLOSE)
         return JSONResponse({"title": "Failed"}, status_code=self.update_status, headers=CLOSE)
 
+    async def _dtmf(self, request: Request) -> Response:
+        await self._record(request)
+        if (failure := self._failure(request)) is not None:
+            return failure
+        call_uuid = request.path_params["uuid"]
+        if call_uuid in self.ended:
+            return JSONResponse({"title": "Not Found"}, status_code=404, headers=CLOSE)
+        return JSONResponse({"message": "DTMF sent", "uuid": call_uuid}, headers=CLOSE)
+
     async def _create(self, request: Request) -> Response:
         await self._record(request)
         if (failure := self._failure(request)) is not None:
@@ -197,6 +207,7 @@ class VonageApiFake:
         return Starlette(
             routes=[
                 Route("/v1/calls/{uuid}", self._update, methods=["PUT"]),
+                Route("/v1/calls/{uuid}/dtmf", self._dtmf, methods=["PUT"]),
                 Route("/v1/calls", self._create, methods=["POST"]),
                 Route("/v1/calls", self._list, methods=["GET"]),
                 Route("/v2/applications/{id}", self._application, methods=["GET", "PUT"]),

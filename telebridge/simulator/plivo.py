@@ -174,7 +174,11 @@ class PlivoCall(SimulatedCall):
         if event == "clearAudio":
             return "clear", None
         if event == "sendDTMF":
-            return "other", event
+            digits = data.get("dtmf")
+            if not isinstance(digits, str) or not digits:
+                self.violation(f"sendDTMF without digits: {data!r}"[:120])
+                return "other", None
+            return "tones", digits
         self.violation(f"unknown event {event!r} from the bridge")
         return "other", None
 
@@ -189,10 +193,14 @@ class PlivoCall(SimulatedCall):
                     "track": "inbound",
                     "timestamp": str(int(time.time() * 1000)),
                     "chunk": self._chunk,
-                    "payload": self._silence,
+                    "payload": self._caller_payload(),
                 },
             }
         )
+
+    def _caller_payload(self) -> str:
+        frame = self.voice_frame()
+        return self._silence if frame is None else base64.b64encode(frame).decode("ascii")
 
     def digit_message(self, digit: str) -> str:
         return json.dumps(

@@ -147,7 +147,8 @@ class VonageCall(SimulatedCall):
         return "other", None
 
     def caller_frame(self) -> bytes:
-        return self._silence
+        frame = self.voice_frame()
+        return self._silence if frame is None else frame
 
     def digit_message(self, digit: str) -> str:
         return json.dumps({"event": "websocket:dtmf", "digit": digit, "duration": 260})

@@ -30,7 +30,8 @@ from pathlib import Path
 from telebridge.tts.cache_folder import Key, PromptFolder
 from telebridge.tts.errors import WavesRateLimited
 from telebridge.tts.guard import admission_wait, speech_deadline
-from telebridge.tts.speech import SpeechOptions, Synthesizer
+from telebridge.tts.segmented import text_speech
+from telebridge.tts.speech import SpeechOptions, Synthesizer, TextSpeech
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,14 @@ class PromptCache:
     @staticmethod
     def key(text: str, sample_rate: int, options: SpeechOptions) -> Key:
         return (text, options.voice_id, options.model, options.speed, options.language, sample_rate)
+
+    def stream(
+        self, *, sample_rate: int, options: SpeechOptions, request_id: str | None = None
+    ) -> TextSpeech:
+        """Streamed text is not known ahead: it goes past the cache to Waves."""
+        return text_speech(
+            self._inner, sample_rate=sample_rate, options=options, request_id=request_id
+        )
 
     def synthesize(
         self,

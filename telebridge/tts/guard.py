@@ -24,7 +24,8 @@ from contextvars import ContextVar
 from typing import Literal
 
 from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError, WavesRateLimited
-from telebridge.tts.speech import SpeechOptions, Synthesizer
+from telebridge.tts.segmented import text_speech
+from telebridge.tts.speech import SpeechOptions, Synthesizer, TextSpeech
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,16 @@ class WavesGuard:
                 self._probing = False
             self._release()
             await chunks.aclose()  # type: ignore[attr-defined]
+
+    def stream(
+        self, *, sample_rate: int, options: SpeechOptions, request_id: str | None = None
+    ) -> TextSpeech:
+        """An utterance whose text arrives in pieces: admitted at its first piece, holding its
+        slot until it is spoken or abandoned."""
+        inner = text_speech(
+            self._inner, sample_rate=sample_rate, options=options, request_id=request_id
+        )
+        return _GuardedText(self, inner)
 
     def observe_failure(self, exc: TTSError) -> None:
         """Learn from a failure (also one seen outside a request, such as a pre-warm)."""
@@ -207,3 +218,66 @@ class WavesGuard:
                 turn.set_result(None)  # the slot goes straight to the next in line
                 return
         self._in_flight -= 1
+
+
+class _GuardedText:
+    """`TextSpeech` through the guard: one admission for the whole utterance."""
+
+    def __init__(self, guard: WavesGuard, inner: TextSpeech) -> None:
+        self._guard = guard
+        self._inner = inner
+        self._admitted: asyncio.Future[bool] | None = None
+        self._released = False
+
+    async def _admit(self) -> None:
+        if self._admitted is None:
+            self._admitted = asyncio.ensure_future(self._guard._admit())
+        await asyncio.shield(self._admitted)
+
+    async def send(self, text: str) -> None:
+        await self._admit()
+        await self._inner.send(text)
+
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    async def finish(self) -> None:
+        await self._inner.finish()
+        if self._admitted is None:
+            self._released = True  # nothing was ever sent: nothing was admitted
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+        self._release()
+
+    def _release(self) -> None:
+        if self._released or self._admitted is None:
+            return
+        admitted = self._admitted
+        if not admitted.done():
+            admitted.cancel()
+            self._released = True
+            return
+        if admitted.cancelled() or admitted.exception() is not None:
+            self._released = True
+            return
+        self._released = True
+        if admitted.result():
+            self._guard._probing = False
+        self._guard._release()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._audio()
+
+    async def _audio(self) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except TTSError as exc:
+            self._guard.observe_failure(exc)
+            raise
+        else:
+            if self._admitted is not None:
+                self._guard._succeeded()
+        finally:
+            self._release()

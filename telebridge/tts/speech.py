@@ -1,5 +1,7 @@
 """What speech is asked for: `SpeechOptions` (voice, model, language, speed) and the `Synthesizer`
-protocol every source of speech follows (the Waves client, the prompt cache, the guard)."""
+protocol every source of speech follows (the Waves client, the prompt cache, the guard), and
+`TextSpeech`, one utterance whose text arrives in pieces (`Synthesizer`s that can take text in
+pieces also have `stream`)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from telebridge.settings import Settings
 
-__all__ = ["SpeechOptions", "Synthesizer"]
+__all__ = ["SpeechOptions", "StreamingSynthesizer", "Synthesizer", "TextSpeech"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +46,22 @@ class Synthesizer(Protocol):
         options: SpeechOptions,
         request_id: str | None = None,
     ) -> AsyncIterator[bytes]: ...
+
+
+class TextSpeech(Protocol):
+    """One utterance whose text arrives in pieces: `send` pieces, `flush` what should be spoken
+    now, `finish` at the end; iterate (once) for its PCM; `aclose` abandons it at once."""
+
+    async def send(self, text: str) -> None: ...
+    async def flush(self) -> None: ...
+    async def finish(self) -> None: ...
+    async def aclose(self) -> None: ...
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+class StreamingSynthesizer(Synthesizer, Protocol):
+    """A Synthesizer that also takes text in pieces (the WebSocket client and its wrappers)."""
+
+    def stream(
+        self, *, sample_rate: int, options: SpeechOptions, request_id: str | None = None
+    ) -> TextSpeech: ...

@@ -18,7 +18,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Literal, Protocol
 
 from telebridge.tts.errors import WavesConnectionError
-from telebridge.tts.speech import SpeechOptions, Synthesizer
+from telebridge.tts.segmented import SegmentedSpeech, text_speech
+from telebridge.tts.speech import SpeechOptions, Synthesizer, TextSpeech
 
 __all__ = ["Transport", "TransportSwitch"]
 
@@ -98,6 +99,21 @@ class TransportSwitch:
         finally:
             await _close(chunks)
 
+    def stream(
+        self, *, sample_rate: int, options: SpeechOptions, request_id: str | None = None
+    ) -> TextSpeech:
+        """Streamed text: one WebSocket request with `continue`, or over SSE one request per
+        segment while the WebSocket cannot be opened. An utterance that meets a WebSocket that
+        cannot be opened fails (its text is gone to no one); the next one goes over SSE."""
+        if self.transport == "websocket":
+            inner = text_speech(
+                self._websocket, sample_rate=sample_rate, options=options, request_id=request_id
+            )
+            return _Watched(self, inner)
+        return SegmentedSpeech(
+            self._sse, sample_rate=sample_rate, options=options, request_id=request_id
+        )
+
     async def prewarm(self, n: int = 1) -> None:
         """Open `n` WebSocket connections ahead of need (raises like `probe`)."""
         if self.transport == "websocket":
@@ -145,3 +161,38 @@ async def _close(chunks: AsyncIterator[bytes]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+class _Watched:
+    """A WebSocket utterance whose connection failure switches the transport."""
+
+    def __init__(self, switch: TransportSwitch, inner: TextSpeech) -> None:
+        self._switch = switch
+        self._inner = inner
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._inner.send(text)
+        except WavesConnectionError as exc:
+            self._switch.websocket_failed(exc)
+            raise
+
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    async def finish(self) -> None:
+        await self._inner.finish()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._audio()
+
+    async def _audio(self) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except WavesConnectionError as exc:
+            self._switch.websocket_failed(exc)
+            raise

@@ -3,9 +3,13 @@ spoken as it comes. Made by `WavesClient.stream()`.
 
     stream = waves.stream(sample_rate=8000, options=options)
     # producer task                      # consumer task
-    await stream.send("Thank you ")      async for pcm in stream:
-    await stream.send("for calling.")        play(pcm)
+    await stream.send("Thank you. ")     async for pcm in stream:
+    await stream.flush()                     play(pcm)
+    await stream.send("Goodbye.")
     await stream.finish()
+
+Each `flush` makes a segment that Waves speaks at once and answers with its own `complete`; the
+stream ends after the `complete` of its last segment once `finish` was called.
     # to interrupt (barge-in): await stream.aclose()
 """
 
@@ -27,8 +31,9 @@ __all__ = ["TextStream"]
 class TextStream:
     """One Waves request whose text arrives in pieces, e.g. from a language model.
 
-    A producer calls `send(piece)` any number of times, then `finish()`; a consumer iterates the
-    stream for PCM until `complete`. `aclose()` interrupts: the socket is closed, not reused.
+    A producer calls `send(piece)` any number of times, `flush()` whenever what was sent should
+    be spoken now, then `finish()`; a consumer iterates the stream for PCM until the last
+    segment's `complete`. `aclose()` interrupts: the socket is closed, not reused.
     """
 
     def __init__(
@@ -56,7 +61,10 @@ class TextStream:
         self._done = False
         self._iterated = False
         self._began_at = 0.0
-        self._flushed_at: float | None = None
+        self._flushed_at: float | None = None  # when the latest segment was flushed
+        self._segments = 0  # segments flushed so far
+        self._completes = 0  # and answered by Waves' `complete`
+        self._unflushed = False  # text was sent since the last flush
         self._last_chunk_at = 0.0
         self._timeout: asyncio.Timeout | None = None
 
@@ -69,6 +77,14 @@ class TextStream:
             return
         piece, self._held = self._held, ""
         await self._transmit(self._message(piece, more=True))
+        self._unflushed = True
+
+    async def flush(self) -> None:
+        """Have Waves speak what was sent so far (one segment); more text may follow."""
+        if self._finished:
+            raise RuntimeError("TextStream.flush() after finish() or aclose()")
+        if self._unflushed:
+            await self._flush(more=True)
 
     async def finish(self) -> None:
         """No more text: flush, so Waves speaks what it holds. Sends nothing if nothing was sent."""
@@ -79,11 +95,28 @@ class TextStream:
         if not self._messages:
             self._started.set()
             return
-        await self._transmit(self._message("", flush=True))
+        if self._unflushed:
+            await self._flush(more=False)
+        else:
+            # Every segment is flushed already (never flush an empty one: it gets no
+            # `complete`): a consumer waiting for more may end now.
+            self._reschedule()
+
+    async def _flush(self, *, more: bool) -> None:
+        self._unflushed = False
+        self._segments += 1
+        await self._transmit(self._message("", more=more, flush=True))
         self._flushed_at = asyncio.get_running_loop().time()
+        self._reschedule()
+
+    def _reschedule(self) -> None:
         if self._timeout is not None:
             with contextlib.suppress(RuntimeError):  # the wait is already ending
                 self._timeout.reschedule(self._deadline())
+
+    def _whole(self) -> bool:
+        """Finished, and every segment answered."""
+        return self._finished and self._completes >= self._segments
 
     async def aclose(self) -> None:
         """Interrupt: stop the request now and close its socket."""
@@ -137,11 +170,14 @@ class TextStream:
 
     def _deadline(self) -> float | None:
         """When the current wait for audio gives up; no limit while text may still come."""
-        if self._flushed_at is None:
+        if self._whole():
+            return asyncio.get_running_loop().time()  # nothing more to wait for
+        if self._flushed_at is None or self._completes >= self._segments:
             return None
         if self._req is None or self._req.chunks == 0:
             return self._flushed_at + self._timeouts.first_chunk
-        return max(self._flushed_at, self._last_chunk_at) + self._timeouts.stall
+        return max(self._flushed_at + self._timeouts.first_chunk,
+                   self._last_chunk_at + self._timeouts.stall)  # fmt: skip
 
     async def _audio(self) -> AsyncGenerator[bytes, None]:
         await self._started.wait()
@@ -156,6 +192,8 @@ class TextStream:
         try:
             while True:
                 req = self._req or req
+                if self._whole():
+                    break
                 try:
                     async with asyncio.timeout_at(self._deadline()) as timeout:
                         self._timeout = timeout
@@ -166,6 +204,8 @@ class TextStream:
                             self._req = await retry(self._pool, req, stale, self._messages)
                     continue
                 except TimeoutError:
+                    if self._whole():
+                        break  # finished with nothing left to flush
                     raise self._timeouts.error(req) from None
                 except TTSError:
                     if self._interrupted:
@@ -176,9 +216,11 @@ class TextStream:
                 finally:
                     self._timeout = None
                 if chunk is None:
-                    if self._finished:
-                        break
-                    continue  # a `complete` before our flush belongs to an earlier segment
+                    # Ours answer a flush; a server that completes text on its own (before any
+                    # flush is outstanding) sends others, which end nothing.
+                    if self._completes < self._segments:
+                        self._completes += 1
+                    continue  # the loop ends once the last segment's `complete` is in
                 self._last_chunk_at = loop.time()
                 if chunk:
                     yield chunk

@@ -160,6 +160,10 @@ class FakeControl:
             self.transport.hang_up()
         return self.transfer_ok
 
+    async def send_digits(self, digits: str) -> bool:
+        self.calls.append(("send_digits", digits))
+        return True
+
     async def end_with_message(self, text: str) -> bool:
         self.calls.append(("end_with_message", text))
         if self.apology_spoken:

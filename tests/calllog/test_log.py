@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from telebridge.calllog import NO_STREAM, CallLog
 from telebridge.flows.loader import parse_flow
+from telebridge.flows.ports import AgentEnd, AgentLink
 from telebridge.flows.runner import FlowRecorder, FlowRunner, SpeechOverrides
 from tests.calllog.support import CALL, Clock, count
 
@@ -62,6 +64,11 @@ class ScriptedPort:
 
     async def hangup(self, reason: str) -> None:
         self.hung_up = True
+
+    async def converse(
+        self, link: AgentLink, start: dict[str, Any], *, listen: bool, barge_in: bool
+    ) -> AgentEnd:
+        raise NotImplementedError
 
 
 async def test_a_call_run_by_the_flow_runner_is_recorded_and_read_back(

@@ -9,6 +9,7 @@ from typing import Any
 
 from telebridge.flows.loader import parse_flow
 from telebridge.flows.model import Flow
+from telebridge.flows.ports import AgentEnd, AgentLink
 from telebridge.flows.runner import SpeechOverrides
 
 CALL = {"caller": "+15550001111", "callee": "+15550002222", "call_id": "c-1", "carrier": "plivo"}
@@ -36,6 +37,8 @@ class FakePort:
         self.buffer = ""
         self.interrupted = False
         self.waiting = asyncio.Event()  # set once the runner waits for a key
+        self.agent_end = AgentEnd("next")  # what an agent step's conversation ends with
+        self.agent_starts: list[dict[str, Any]] = []
 
     async def say(self, text: str, *, barge_in: bool, overrides: SpeechOverrides) -> None:
         self.log.append(("say", text, barge_in))
@@ -76,6 +79,13 @@ class FakePort:
 
     async def hangup(self, reason: str) -> None:
         self.log.append(("hangup", reason))
+
+    async def converse(
+        self, link: AgentLink, start: dict[str, Any], *, listen: bool, barge_in: bool
+    ) -> AgentEnd:
+        self.log.append(("converse", start["step"]))
+        self.agent_starts.append(start)
+        return self.agent_end
 
     def said(self) -> list[str]:
         return [entry[1] for entry in self.log if entry[0] == "say"]

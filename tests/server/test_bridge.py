@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 
 from telebridge.call.session import CallSession, speech_for
+from telebridge.flows.ports import AgentEnd, AgentLink
 from telebridge.flows.runner import FlowRunner, SpeechOverrides
 from telebridge.server import Bridge
 from telebridge.server.stream import call_variables
@@ -231,6 +232,11 @@ class FirstWords:
         return False
 
     async def hangup(self, reason: str) -> None: ...
+
+    async def converse(
+        self, link: AgentLink, start: dict[str, Any], *, listen: bool, barge_in: bool
+    ) -> AgentEnd:
+        raise NotImplementedError
 
 
 async def first_words(bridge: Bridge, g: StreamGrant) -> tuple[str, SpeechOptions]:
