@@ -60,6 +60,34 @@ class Metrics:
         self.barge_ins = Counter(
             "telebridge_barge_ins", "Prompts cut off by a key", ["carrier"], registry=r
         )
+        self.agent_text_to_audio = Histogram(
+            "telebridge_agent_text_to_audio_seconds",
+            "Agent step: an utterance's first text piece to its first Waves audio",
+            ["carrier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.agent_waves = Histogram(
+            "telebridge_agent_waves_first_audio_seconds",
+            "Agent step: an utterance's first text sent to Waves to its first audio (Waves' part)",
+            ["carrier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.agent_held = Histogram(
+            "telebridge_agent_text_held_seconds",
+            "Agent step: an utterance's first piece to its first text sent to Waves (the bridge "
+            "holds text for a sentence or clause boundary, at most 0.3 s)",
+            ["carrier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.agent_interruptions = Counter(
+            "telebridge_agent_interruptions",
+            "Agent utterances cut off, by who cut them (agent: a clear; key: a barge-in)",
+            ["carrier", "by"],
+            registry=r,
+        )
         self.cache_hits = Gauge(
             "telebridge_prompt_cache_hits", "Prompts served from the cache", registry=r
         )
@@ -123,6 +151,15 @@ class Metrics:
             self.waves_errors.labels(str(fields.get("error", "unknown"))).inc()
         elif kind == "barge_in":
             self.barge_ins.labels(carrier).inc()
+        elif kind == "agent_first_audio":
+            self.agent_text_to_audio.labels(carrier).observe(fields["text_to_audio_ms"] / 1000)
+            self.agent_waves.labels(carrier).observe(fields["waves_ms"] / 1000)
+        elif kind == "agent_text_sent":
+            self.agent_held.labels(carrier).observe(fields["held_ms"] / 1000)
+        elif kind == "agent_clear" and fields.get("interrupted"):
+            self.agent_interruptions.labels(carrier, str(fields.get("by"))).inc(
+                int(fields["interrupted"])
+            )
         elif kind == "ended":
             self._calls.pop(call_id, None)
             self.active.labels(carrier).dec()

@@ -361,3 +361,31 @@ def test_calls_json_lists_each_call_with_the_contracts_fields(tmp_path: Path) ->
     }
     assert (call["steps"], call["digits"], call["outcome"]) == (["menu", "hours"], "1", "hangup")
     assert call["started_at"] and call["ended_at"]
+
+
+AGENT_FLOW = """\
+start: a
+steps:
+  a:
+    agent: {url: "ws://127.0.0.1:8765/call"}
+    next: b
+  b: {say: "Bye.", hangup: true}
+"""
+
+
+def test_flows_check_and_serve_need_the_agent_secret_for_agent_steps(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "agent.yaml").write_text(AGENT_FLOW)
+    result = telebridge("flows", "check", str(flows / "agent.yaml"), cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert "step 'a'" in line and "TELEBRIDGE_AGENT_SECRET" in line
+    env = clean_env(TELEBRIDGE_AGENT_SECRET="s3cret-for-the-agent-handshake")
+    ok = telebridge("flows", "check", str(flows / "agent.yaml"), cwd=tmp_path, env=env)
+    assert ok.returncode == 0, ok.stdout
+    env = clean_env(TELEBRIDGE_FLOWS_DIR=str(flows), TELEBRIDGE_FLOW="agent",
+                    TELEBRIDGE_DB=str(tmp_path / "calls.db"),
+                    TELEBRIDGE_PUBLIC_URL="https://bridge.example.com")  # fmt: skip
+    line = one_line_error(telebridge("serve", "--port", "1", cwd=tmp_path, env=env))
+    assert "TELEBRIDGE_AGENT_SECRET" in line

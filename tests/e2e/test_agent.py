@@ -290,6 +290,12 @@ async def test_clear_cuts_at_once_and_reports_what_was_heard(
     assert result.heard.startswith(hi) and result.heard.endswith(short)
     played_s = (len(result.heard) - len(hi) - len(short)) / carrier.bytes_per_second
     assert abs(heard_ms / 1000 - played_s) < 0.1, (heard_ms, played_s)
+    metrics = (await lb.http.get(f"{lb.url}/metrics")).text
+    by_agent = f'telebridge_agent_interruptions_total{{by="agent",carrier="{carrier.name}"}} 1.0'
+    assert by_agent in metrics
+    assert (
+        f'telebridge_agent_text_to_audio_seconds_count{{carrier="{carrier.name}"}} 2.0' in metrics
+    )
 
 
 @both_carriers

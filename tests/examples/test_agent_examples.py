@@ -453,6 +453,12 @@ async def test_llm_keys_make_a_turn_and_history_is_trimmed_to_what_was_heard() -
         await b.send("played", id="r2")
         await b.send("dtmf", digit="#")
         assert (await b.utterance())[0] == "r3"  # nothing was playing: no clear
+        await b.send("played", id="r3")
+        await b.send("dtmf", digit="*")  # leave the step
+        assert await b.recv() == {"type": "next"}
+        await b.send("dtmf", digit="#")  # too late: no new turn
+        await b.send("end", reason="agent-next")
+        await b.closed()
 
     second, third = chat.requests[1].body["messages"], chat.requests[2].body["messages"]
     assert second[2:] == [
