@@ -72,7 +72,7 @@ class Conversation:
         stream: CarrierStream,
         speaker: Speaker,
         playout: Playout,
-        send_digits: Callable[[str], Awaitable[None]],
+        send_digits: Callable[[str], Awaitable[bool]],
         cut: Callable[[], None],
         emit: Emit,
         clock: Callable[[], float],
@@ -179,7 +179,8 @@ class Conversation:
             self._clear("agent")
         elif isinstance(command, wire.SendDigits):
             self._emit("agent_dtmf_out", digits=command.digits)
-            await self._send_digits(command.digits)
+            if not await self._send_digits(command.digits):
+                self._post(wire.message("error", message="the carrier could not play the tones"))
         elif isinstance(command, wire.Hangup):
             self._leave(AgentEnd("hangup", detail=command.reason))
         elif isinstance(command, wire.TransferTo):
@@ -344,6 +345,8 @@ class Conversation:
             heard = self._playout.heard(number) if number is not None else 0.0
             report.append((utterance.id, round(heard * 1000)))
             if utterance is self._open:
+                if len(self._cleared_ids) >= 100:
+                    self._cleared_ids.pop()  # a long call: only recent ids can still arrive
                 self._cleared_ids.add(utterance.id)
                 self._close_open()
             self._drop(utterance)

@@ -377,12 +377,16 @@ class CallSession(OutsideControl):
             self._stream.decode_caller_audio = False
             self._conversation = None
 
-    async def _send_digits(self, digits: str) -> None:
+    async def _send_digits(self, digits: str) -> bool:
         messages = self._stream.send_digits(digits)
         if messages:
             self._playout.urgent(messages)
-        elif not await self._control.send_digits(digits):
-            logger.warning("call %s: the carrier could not send DTMF", self.call_id)
+            return True
+        try:
+            return await self._control.send_digits(digits)
+        except Exception as exc:
+            logger.error("call %s: sending DTMF failed: %s", self.call_id, exc)
+            return False
 
     def _cut(self) -> None:
         self._speaker.cut()

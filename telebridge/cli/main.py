@@ -131,6 +131,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     setup_logging("debug" if args.verbose else "error")
+    if args.url is None and args.flow and args.flow.endswith((".yaml", ".yml")):
+        # A flow file: the in-process bridge serves it as its default flow.
+        if not Path(args.flow).is_file():
+            raise UsageError(f"--flow: no such flow file {args.flow!r}")
+        settings = settings.model_copy(update={"telebridge_flow": args.flow})
+        args.flow = None
     if args.url is None:
         # The in-process bridge serves the flows: refuse a bad flow before placing the call.
         from telebridge.flows import FlowError
@@ -214,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = add("simulate", "place a simulated call through the real server stack", cmd_simulate)
     sim.add_argument("--carrier", choices=["plivo", "vonage"], required=True)
-    sim.add_argument("--flow", help="flow name (default: TELEBRIDGE_FLOW)")
+    sim.add_argument("--flow", help="flow name, or a flow file (.yaml) (default: TELEBRIDGE_FLOW)")
     sim.add_argument(
         "--digits", default="", help="keys the caller presses, one per prompt (w: let one pass)"
     )

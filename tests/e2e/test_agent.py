@@ -430,3 +430,107 @@ async def test_invalid_messages_are_answered_and_fifty_end_the_step(
     )
     errors = [m for m in agent.sides[0].received if m["type"] == "error"]
     assert 45 <= len(errors) <= 50
+
+
+@both_carriers
+async def test_over_http_streaming_each_segment_is_a_request_heard_in_order(
+    make_bridge: MakeBridge, flows: Path, agent: FakeAgent, standin: StandinServer, carrier: Carrier
+) -> None:
+    lb = await make_bridge(
+        tts=None,  # the bridge assembles its own client, as `telebridge serve` does
+        waves_api_key=standin.api_key,
+        waves_url=standin.url,
+        waves_transport="sse",
+        telebridge_cache_mb=0,
+        telebridge_flows_dir=flows,
+        telebridge_flow="agent",
+        telebridge_agent_secret=SECRET,
+        **carrier.settings(),
+    )
+    pieces = ["Over HTTP ", "streaming now. ", "Every segment ", "is its own request."]
+
+    async def handler(side: AgentSide) -> None:
+        for piece in pieces:
+            await side.send(type="text", text=piece, id="s", last=piece == pieces[-1])
+        await side.expect("played")
+        await side.send(type="hangup")
+
+    agent.handler = handler
+    result = await lb.run(carrier.call(lb))
+    assert result.violations == []
+    assert standin.requests == []  # nothing over the WebSocket
+    bodies = [r["body"] for r in standin.http_requests if r["body"]]  # (voices: no body)
+    texts = [b["text"] for b in bodies if "-2." in str(b.get("request_id"))]
+    assert "".join(texts) == "".join(pieces) and len(texts) >= 2
+    hi = encoded(carrier, render("Hi.", sample_rate=carrier.rate))
+    assert result.heard == hi + heard_for(carrier, texts)
+
+
+async def test_a_key_cuts_the_agent_off_when_barge_in_is_on_and_caller_audio_stays_off(
+    make_bridge: MakeBridge, tmp_path: Path, agent: FakeAgent
+) -> None:
+    folder = tmp_path / "quiet"
+    folder.mkdir()
+    write_flow(folder, agent.port, listen=False)
+    lb = await bridge_for(make_bridge, folder, PLIVO)
+    long_text = "A long explanation that the caller will not wait for, going on and on. " * 2
+
+    async def handler(side: AgentSide) -> None:
+        await side.send(type="text", text=long_text, id="long", last=True)
+        interrupted = await side.expect("interrupted")
+        key = await side.expect("dtmf")
+        assert key["digit"] == "7"
+        assert interrupted["id"] == "long" and interrupted["heard_ms"] > 0
+        side.received.append({"type": "_order", "ok": interrupted["_at"] <= key["_at"]})
+        await side.send(type="hangup")
+
+    agent.handler = handler
+    result = await lb.run(lb.plivo_call(CallScript(digits="w7")))
+    assert result.violations == []
+    side = agent.sides[0]
+    assert side.audio == b""  # listen: false
+    assert [m["ok"] for m in side.received if m["type"] == "_order"] == [True]
+    assert any(e["event"] == "clear" for e in result.timeline)
+
+
+async def test_text_beyond_thirty_seconds_of_speech_is_refused_not_lost_silently(
+    make_bridge: MakeBridge, flows: Path, agent: FakeAgent
+) -> None:
+    lb = await bridge_for(make_bridge, flows, PLIVO)
+    word = "blah " * 40  # 200 characters: about 13 s of speech each
+
+    async def handler(side: AgentSide) -> None:
+        for i in range(4):
+            await side.send(type="text", text=word, id=f"w{i}", last=True)
+        error = await side.expect("error")
+        assert "too much speech queued" in error["message"] and error["id"] == "w2"
+        await side.send(type="clear")
+        await side.send(type="hangup")
+
+    agent.handler = handler
+    await lb.run(PLIVO.call(lb))
+    errors = [m for m in agent.sides[0].received if m["type"] == "error"]
+    assert [e["id"] for e in errors] == ["w2", "w3"]
+
+
+async def test_an_agent_that_never_answers_the_handshake_times_out_to_on_error(
+    make_bridge: MakeBridge, tmp_path: Path
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the upgrade request, never answered
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    folder = tmp_path / "silent"
+    folder.mkdir()
+    write_flow(folder, port, timeout=0.5)
+    async with server:
+        lb = await bridge_for(make_bridge, folder, PLIVO)
+        started = time.monotonic()
+        result = await lb.run(PLIVO.call(lb))
+        server.close()
+    assert result.heard.endswith(
+        encoded(PLIVO, render("Sorry, the assistant is away.", sample_rate=8000))
+    )
+    assert time.monotonic() - started < 6
