@@ -23,8 +23,8 @@ demo: $(VENV)/.installed-run
 	$(BIN)/telebridge simulate --carrier plivo --digits 1 --out call.wav
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check telebridge tests $(wildcard bench)
-	$(BIN)/ruff format --check telebridge tests $(wildcard bench)
+	$(BIN)/ruff check telebridge tests $(wildcard bench) examples
+	$(BIN)/ruff format --check telebridge tests $(wildcard bench) examples
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

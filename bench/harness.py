@@ -4,6 +4,8 @@
 this process). `BenchEnv.run(spec)` starts a fresh bridge process, warms it up with one call,
 starts the load generators, reads the bridge's CPU and memory from /proc over the measurement
 window, then collects the carriers' figures and the bridge's `first_audio` events.
+`bench.agent` adds its own flows folder, an agent process told the window (`on_window`) and the
+stand-in's timing log (`standin_timing`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,10 @@ class LoadSpec:
     settle: float = 2.0  # then this long passes before the window opens
     loadgen_procs: int = 1
     caller_audio: bool = True
+    flows_dir: Path | None = None  # the bridge's flows folder (None: bench/flows)
+    tail: float = 0.0  # the run goes on this long after the window, for calls to end themselves
+    redial: bool = True  # False: each slot places one call only, meant to last the whole run
+    prompt_starts: bool = False  # carriers record (call id, arrival) of each prompt's first audio
 
 
 @dataclass
@@ -79,6 +85,8 @@ class LoadResult:
     server_counts: dict[str, int]
     carriers: WorkerStats
     notes: list[str] = field(default_factory=list)
+    window: tuple[float, float] = (0.0, 0.0)  # monotonic times of the measurement window
+    stats: dict[str, Any] = field(default_factory=dict)  # the bridge's /_bench/stats at the end
 
 
 class BenchEnv:
@@ -113,6 +121,7 @@ class BenchEnv:
         ws: str = "telebridge",
         loop: str = "auto",
         waves_transport: str = "websocket",
+        standin_timing: bool = False,
     ) -> None:
         self.ws = ws
         self.loop = loop
@@ -126,6 +135,9 @@ class BenchEnv:
         self._keep_logs = log_dir
         self.profile_dir = profile_dir
         self.prompt_cache_mb = prompt_cache_mb
+        self.standin_timing = standin_timing
+        # The stand-in's timing log (JSON lines, see bench.server), when `standin_timing`.
+        self.timing_log: Path | None = None
         self.log_dir = Path(".")
         self.standin: Child | None = None
         self.waves: dict[str, Any] = {}
@@ -135,6 +147,8 @@ class BenchEnv:
         await self._stack.__aenter__()
         try:
             self.log_dir = self._stack.enter_context(_log_dir(self._keep_logs))
+            if self.standin_timing:
+                self.timing_log = self.log_dir / "standin-timing.jsonl"
             fake = FakePlivoApi(SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN)
             self.plivo_api_url = (await self._stack.enter_async_context(ServedApp(fake.app()))).url
             if not self.standin_inproc:
@@ -153,7 +167,7 @@ class BenchEnv:
         await self._stack.aclose()
 
     def _tts_args(self, role: str) -> list[str]:
-        return [
+        args = [
             role,
             "--stop-on-eof",
             "--chunk-interval",
@@ -161,8 +175,11 @@ class BenchEnv:
             "--first-chunk-delay",
             str(self.first_chunk_delay),
         ]
+        if self.timing_log is not None:
+            args += ["--timing-log", str(self.timing_log.resolve())]
+        return args
 
-    def _bridge_args(self, flow: str) -> list[str]:
+    def _bridge_args(self, flow: str, flows_dir: Path | None = None) -> list[str]:
         args = [
             *self._tts_args("bridge"),
             *("--flow", flow, "--plivo-api-url", self.plivo_api_url),
@@ -171,6 +188,8 @@ class BenchEnv:
             *("--ws", self.ws, "--loop", self.loop),
             *("--waves-transport", self.waves_transport),
         ]
+        if flows_dir is not None:
+            args += ["--flows-dir", str(flows_dir.resolve())]
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             args += ["--profile", str(self.profile_dir.resolve() / f"bridge-{self._runs}.prof")]
@@ -178,10 +197,19 @@ class BenchEnv:
             return [*args, "--standin-inproc"]
         return [*args, "--waves-url", self.waves["waves_url"], "--waves-key", self.waves["api_key"]]
 
-    async def run(self, spec: LoadSpec) -> LoadResult:
+    async def run(
+        self,
+        spec: LoadSpec,
+        on_window: Callable[[float, float], Awaitable[None]] | None = None,
+    ) -> LoadResult:
+        """One run; `on_window(start, end)` is told the window's monotonic times as the load
+        starts (before the window opens)."""
         self._runs += 1
         bridge = Child(
-            f"bridge-{self._runs}", "bench.server", self._bridge_args(spec.flow), self.log_dir
+            f"bridge-{self._runs}",
+            "bench.server",
+            self._bridge_args(spec.flow, spec.flows_dir),
+            self.log_dir,
         )
         workers: list[Child] = []
         try:
@@ -197,7 +225,7 @@ class BenchEnv:
                 await asyncio.sleep(0.5)
                 base = try_read_proc(bridge.pid)
                 workers = await self._start_workers(spec, url)
-                return await self._measure(spec, url, http, bridge, workers, base)
+                return await self._measure(spec, url, http, bridge, workers, base, on_window)
         except httpx.HTTPError as exc:
             raise BenchError(
                 f"the bridge stopped answering ({exc!r}):\n{bridge.log_tail()}"
@@ -233,7 +261,8 @@ class BenchEnv:
         raise BenchError(f"the warm-up call heard no audio (ended by {ended_by})")
 
     def _job(self, spec: LoadSpec, url: str, slots: list[float]) -> Job:
-        run_seconds = spec.ramp + spec.settle + spec.seconds
+        window_end = spec.ramp + spec.settle + spec.seconds
+        run_seconds = window_end + spec.tail
         return Job(
             carrier=spec.carrier,
             base_url=url,
@@ -241,9 +270,11 @@ class BenchEnv:
             slots=slots,
             call_seconds=spec.call_seconds if spec.call_seconds is not None else run_seconds,
             run_seconds=run_seconds,
-            window=(spec.ramp + spec.settle, run_seconds),
+            window=(spec.ramp + spec.settle, window_end),
             caller_audio=spec.caller_audio,
             vonage_rate=self.vonage_rate,
+            redial=spec.redial,
+            prompt_starts=spec.prompt_starts,
         )
 
     async def _start_workers(self, spec: LoadSpec, url: str) -> list[Child]:
@@ -270,12 +301,15 @@ class BenchEnv:
         bridge: Child,
         workers: list[Child],
         base: ProcSample | None,
+        on_window: Callable[[float, float], Awaitable[None]] | None = None,
     ) -> LoadResult:
         start_at = time.monotonic() + 0.3
         for worker in workers:
             await worker.send({"start_at": start_at})
         job = self._job(spec, url, [])
         window_start, window_end = start_at + job.window[0], start_at + job.window[1]
+        if on_window is not None:
+            await on_window(window_start, window_end)
         pids = {"bridge": bridge.pid, "standin": self.standin.pid if self.standin else None}
         await _sleep_until(window_start)
         before = {name: try_read_proc(pid) for name, pid in pids.items()}
@@ -321,6 +355,8 @@ class BenchEnv:
             added_ms=added,
             server_counts={str(k): int(v) for k, v in stats["counts"].items()},
             carriers=carriers,
+            window=(window_start, window_end),
+            stats=stats,
         )
 
 

@@ -4,7 +4,8 @@ Run by `bench.harness` as `python -m bench.loadgen`. It reads its job (one JSON 
 stdin, prints `ready`, waits for the `go` line that carries the common start time, runs its
 call slots and prints its figures as one JSON line. Each slot places calls one after another
 (`PlivoCall` / `VonageCall` from the simulator, caller audio at 50 frames a second) until the
-run's deadline, so the number of calls in progress stays at the number of slots.
+run's deadline, so the number of calls in progress stays at the number of slots (or, with the
+job's `redial` off, one call per slot, ended by the bridge or at the deadline).
 
 Lateness is measured on the carrier side by `MeteredPlayout`: the carrier's playback queue runs
 dry at `queue_end`; an audio message that continues a prompt and arrives after that moment is
@@ -63,6 +64,9 @@ class WorkerStats:
     active_mid: int = 0
     max_lead: float = 0.0
     cpu_seconds: float | None = None  # this process's user + system CPU inside the window
+    # (call id, arrival) of each prompt's first audio from the window's start on, when the job
+    # asks for them (`Job.prompt_starts`).
+    prompt_starts: list[tuple[str, float]] = field(default_factory=list)
 
     def inside(self, t: float) -> bool:
         return self.window_start <= t <= self.window_end
@@ -86,6 +90,7 @@ class WorkerStats:
             "active_mid": self.active_mid,
             "max_lead": self.max_lead,
             "cpu_seconds": self.cpu_seconds,
+            "prompt_starts": self.prompt_starts,
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -106,6 +111,7 @@ class WorkerStats:
         self.errors.update(data["errors"])
         self.active_mid += int(data["active_mid"])
         self.max_lead = max(self.max_lead, float(data["max_lead"]))
+        self.prompt_starts += [(str(c), float(t)) for c, t in data.get("prompt_starts", [])]
 
 
 class MeteredPlayout(Playout):
@@ -115,14 +121,23 @@ class MeteredPlayout(Playout):
     prompt is needed by the time the queue runs dry (`queue_end` before it is added).
     """
 
-    def __init__(self, bytes_per_second: int, frame_bytes: int, stats: WorkerStats) -> None:
+    def __init__(
+        self,
+        bytes_per_second: int,
+        frame_bytes: int,
+        stats: WorkerStats,
+        call_id: str | None = None,  # given: prompt starts are recorded under it
+    ) -> None:
         super().__init__(bytes_per_second, frame_bytes)
         self.stats = stats
+        self.call_id = call_id
         self.in_prompt = False
         self.underran = False
 
     def enqueue(self, now: float, data: bytes) -> float:
         stats = self.stats
+        if not self.in_prompt and self.call_id is not None and now >= stats.window_start:
+            stats.prompt_starts.append((self.call_id, now))
         if stats.inside(now):
             seconds = len(data) / self.bytes_per_second
             stats.audio_seconds += seconds
@@ -165,6 +180,8 @@ class Job:
     window: tuple[float, float]  # offsets of the measurement window
     caller_audio: bool = True
     vonage_rate: int = 16000
+    redial: bool = True  # False: each slot places one call only
+    prompt_starts: bool = False  # record each prompt's first audio (WorkerStats.prompt_starts)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -178,6 +195,8 @@ class Job:
             window=(float(data["window"][0]), float(data["window"][1])),
             caller_audio=bool(data.get("caller_audio", True)),
             vonage_rate=int(data.get("vonage_rate", 16000)),
+            redial=bool(data.get("redial", True)),
+            prompt_starts=bool(data.get("prompt_starts", False)),
         )
 
 
@@ -190,7 +209,8 @@ def make_call(job: Job, script: CallScript, stats: WorkerStats) -> SimulatedCall
         call = VonageCall(job.base_url, SIM_VONAGE_SECRET, script, rate=job.vonage_rate)
     else:
         raise ValueError(f"unknown carrier {job.carrier!r}")
-    call.playout = MeteredPlayout(call.bytes_per_second, call.frame_bytes, stats)
+    call_id = call.result.call_id if job.prompt_starts else None
+    call.playout = MeteredPlayout(call.bytes_per_second, call.frame_bytes, stats, call_id)
     return call
 
 
@@ -245,7 +265,7 @@ class Worker:
 
     async def _slot(self, http: httpx.AsyncClient, offset: float) -> None:
         await asyncio.sleep(max(0.0, self.start_at + offset - time.monotonic()))
-        for _ in range(MAX_CALLS_PER_SLOT):
+        for _ in range(MAX_CALLS_PER_SLOT if self.job.redial else 1):
             remaining = self.deadline - time.monotonic()
             if remaining < 0.5:
                 return

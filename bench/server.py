@@ -7,7 +7,13 @@ standin` serves only the stand-in. Each prints one JSON line when ready (`url`, 
 and serves until SIGINT/SIGTERM, or until its stdin closes with `--stop-on-eof`.
 
 Besides the app's routes the bridge answers `GET /_bench/stats`: the `first_audio` observer
-events (monotonic time, `added_ms`), counts of every observer event, and the live calls.
+events (monotonic time, `added_ms`), the agent step's utterances (`agent`: its events joined per
+utterance, with their monotonic times), counts of every observer event, and the live calls.
+
+`--timing-log PATH` (either role) makes the stand-in append one JSON line per segment it speaks:
+its request id, when the segment's first frame and its flush arrived and when its first chunk
+left (monotonic times), and whether it was the first segment on its socket. `bench.agent` takes
+Waves' part of an utterance's first audio from it.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from websockets.asyncio.server import ServerConnection
 
 from bench.common import raise_fd_limit
 from telebridge.server import Bridge, create_app
@@ -54,14 +61,39 @@ class EventRecorder:
 
     def __init__(self) -> None:
         self.first_audio: list[tuple[float, float]] = []  # (monotonic time, added_ms)
+        # Agent utterances, from agent_text_sent, agent_first_audio and first_audio: (call id,
+        # first piece received, first text sent to Waves, first Waves chunk, first carrier
+        # frame sent: monotonic times; held_ms, added_ms as the events gave them).
+        self.agent: list[tuple[str, float, float, float, float, float, float]] = []
+        self._agent_open: dict[str, list[float]] = {}  # call id -> the utterance's figures so far
         self.counts: Counter[str] = Counter()
 
     def __call__(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
         self.counts[kind] += 1
         if kind == "first_audio":
-            self.first_audio.append((time.monotonic(), float(fields.get("added_ms", 0.0))))
+            now = time.monotonic()
+            added = float(fields.get("added_ms", 0.0))
+            self.first_audio.append((now, added))
             if len(self.first_audio) > MAX_EVENTS:
                 del self.first_audio[: MAX_EVENTS // 10]
+            # An agent call speaks one utterance at a time: its first frame closes the entry.
+            entry = self._agent_open.pop(call_id, None)
+            if entry is not None and len(entry) == 4:
+                piece, sent, held, chunk = entry
+                self.agent.append((call_id, piece, sent, chunk, now, held, added))
+                if len(self.agent) > MAX_EVENTS:
+                    del self.agent[: MAX_EVENTS // 10]
+        elif kind == "agent_text_sent":
+            # Emitted as the first text goes to Waves; held_ms is since the first piece came.
+            now = time.monotonic()
+            held = float(fields.get("held_ms", 0.0))
+            self._agent_open[call_id] = [now - held / 1000, now, held]
+        elif kind == "agent_first_audio":
+            entry = self._agent_open.get(call_id)
+            if entry is not None and len(entry) == 3:
+                entry.append(time.monotonic())  # emitted as the first chunk is taken
+        elif kind in ("agent_end", "ended"):
+            self._agent_open.pop(call_id, None)
 
 
 class BenchRoutes:
@@ -80,6 +112,7 @@ class BenchRoutes:
                     "active_calls": len(self._bridge.calls),
                     "counts": dict(self._recorder.counts),
                     "first_audio": self._recorder.first_audio,
+                    "agent": self._recorder.agent,
                 }
             ).encode()
             headers = [(b"content-type", b"application/json")]
@@ -115,12 +148,94 @@ def cache_standin_renders() -> None:
         standin.render = functools.lru_cache(maxsize=64)(standin.render)
 
 
+class _FirstSend:
+    """A stand-in connection that notes when its first message was sent."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self._ws = ws
+        self.first_at: float | None = None
+
+    async def send(self, message: str | bytes) -> None:
+        # Timed as it is handed over, encoded: `send` may yield after writing, and the bridge
+        # may have read the chunk before this coroutine resumes.
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        await self._ws.send(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+
+class TimedStandin(standin.StandinServer):
+    """The stand-in, logging when each segment's first text and its flush arrived and when its
+    first chunk left.
+
+    Waves' own time to first byte, as `bench.agent` leaves it out of the bridge's part. It hooks
+    two private methods of telebridge's stand-in (a test double), for the benchmarks only; the
+    stand-in in telebridge/tts is unchanged.
+    """
+
+    def __init__(self, *, timing_log: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._timing = timing_log.open("a", encoding="utf-8", buffering=1)  # a line at a time
+        self._arrived = 0.0
+        self._segments: dict[str, int] = {}  # session id -> segments spoken on that socket
+        # session id -> when the first frame of the segment being sent on it arrived (the
+        # bridge uses a socket for one request at a time)
+        self._text_in: dict[str, float] = {}
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._timing.close()
+
+    async def _on_message(
+        self, ws: ServerConnection, session_id: str, raw: str | bytes, pending: dict[str, Any]
+    ) -> bool:
+        # `_on_message` runs without a pause up to `_speak`: this is the arrival of its text.
+        self._arrived = time.monotonic()
+        if session_id not in self._text_in and len(self._text_in) >= 10_000:
+            self._text_in.clear()  # bounded; old sockets are long closed
+        self._text_in.setdefault(session_id, self._arrived)
+        return await super()._on_message(ws, session_id, raw, pending)
+
+    async def _speak(
+        self,
+        ws: ServerConnection,
+        session_id: str,
+        ext: str | None,
+        text: str,
+        body: dict[str, Any],
+    ) -> bool:
+        arrived = self._arrived
+        text_in = self._text_in.pop(session_id, arrived)
+        spoken = self._segments.get(session_id, 0)
+        if spoken == 0 and len(self._segments) >= 10_000:
+            self._segments.clear()  # bounded; old sockets are long closed
+        self._segments[session_id] = spoken + 1
+        probe = _FirstSend(ws)
+        try:
+            return await super()._speak(cast(ServerConnection, probe), session_id, ext, text, body)
+        finally:
+            if probe.first_at is not None and not self._timing.closed:
+                line = {
+                    "rid": ext,
+                    "text_in": text_in,
+                    "in": arrived,
+                    "first": probe.first_at,
+                    "fresh": spoken == 0,
+                }
+                self._timing.write(json.dumps(line) + "\n")
+
+
 def make_standin(args: argparse.Namespace) -> standin.StandinServer:
     cache_standin_renders()
     faults = standin.Faults(
         chunk_interval=args.chunk_interval, first_chunk_delay=args.first_chunk_delay
     )
-    return standin.StandinServer(api_key="sk_" + secrets.token_hex(16), faults=faults)
+    key = "sk_" + secrets.token_hex(16)
+    if args.timing_log is not None:
+        return TimedStandin(timing_log=args.timing_log, api_key=key, faults=faults)
+    return standin.StandinServer(api_key=key, faults=faults)
 
 
 async def wait_for_stop(stop_on_eof: bool) -> None:
@@ -192,6 +307,8 @@ async def serve_bridge(args: argparse.Namespace) -> None:
             telebridge_cache_mb=args.prompt_cache_mb,
             # The capacity benchmark looks for the process's own limit, not the configured one.
             telebridge_max_calls=args.max_calls,
+            # bench/flows has an agent step (agent.yaml): the bridge refuses to start without one.
+            telebridge_agent_secret=args.agent_secret or secrets.token_hex(16),
         )
         bridge = Bridge.from_settings(settings)
         recorder = EventRecorder()
@@ -238,6 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waves-transport", choices=("websocket", "sse"), default="websocket")
     parser.add_argument("--prompt-cache-mb", type=int, default=0, help="0: no prompt cache")
     parser.add_argument("--max-calls", type=int, default=100_000, help="TELEBRIDGE_MAX_CALLS")
+    parser.add_argument(
+        "--agent-secret", default=None, help="TELEBRIDGE_AGENT_SECRET (default: a random one)"
+    )
+    parser.add_argument(
+        "--timing-log",
+        type=Path,
+        default=None,
+        help="the stand-in appends each segment's arrival and first-chunk times here (JSON lines)",
+    )
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio"),

@@ -78,6 +78,25 @@ def test_capacity_prints_each_step_and_a_verdict() -> None:
     assert any(line.startswith("capacity ") for line in out.splitlines())
 
 
+def test_agent_prints_its_figures() -> None:
+    # A window long enough for each call's agent to begin an utterance inside it.
+    args = ["--carrier", "plivo", "--calls", "2", "--pause", "0.1", *TINY, "--seconds", "3"]
+    out = run_bench("bench.agent", *args)
+    lines = out.splitlines()
+    assert any(line.startswith("machine ") and "CPUs" in line for line in lines), out
+    tables = {}
+    for word in ("added p50", "to waves", "cpu/call-s"):
+        header = next(line for line in lines if line.startswith("calls") and word in line)
+        tables[word] = (header, lines[lines.index(header) + 1].split())
+    header, cells = tables["added p50"]
+    assert "total p50" in header and "waves p50" in header and "bridge-side p50" in header
+    assert cells[0] == "2", out
+    int(cells[1])  # utterances measured
+    header, cells = tables["cpu/call-s"]
+    assert "agent cpu" in header and cells[0] == "2", out
+    assert any(line.startswith("note: added = total - waves") for line in lines), out
+
+
 def test_bad_arguments_exit_2() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.latency", "--calls", "0"],
