@@ -8,6 +8,10 @@ again when it has caught up to `LOW_WATER`: a peer flooding a stalled call still
 back-pressure, and the backlog stays bounded (at most `HIGH_WATER` messages of at most
 `ws_max_size` bytes each).
 
+Caller audio the app does not listen to is dropped before websockets' parser sees it: from the
+handshake on, the client's bytes go through a `FrameSplitter` (ws_frames.py), which reads frame
+headers itself and drops the single-frame messages the app's filter names.
+
 It also offers the app an ASGI extension, `telebridge.abort`, to drop a connection whose peer
 has stopped reading. Served with `uvicorn.Config(ws=StreamWebSocketProtocol)`. It relies on
 attributes of uvicorn's `WebSocketsSansIOProtocol` (`read_paused`, `queue`, `scope`,
@@ -23,6 +27,8 @@ from typing import TYPE_CHECKING, Any, cast
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+
+from telebridge.server.ws_frames import FrameSplitter
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
@@ -49,7 +55,30 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
     """The same protocol, with reading paused by a high and a low water mark."""
 
     _ignore: MessageFilter | None = None
-    ignored = 0  # messages dropped by the app's filter on this connection
+    _ignored = 0  # messages dropped by the filter after websockets parsed them
+    _splitter: FrameSplitter | None = None
+    _splitter_tried = False
+
+    @property
+    def ignored(self) -> int:
+        """Messages dropped by the app's filter on this connection."""
+        return self._ignored + (self._splitter.dropped if self._splitter is not None else 0)
+
+    def data_received(self, data: bytes) -> None:
+        splitter = self._splitter
+        if splitter is not None and splitter.active:
+            data = splitter.feed(data)
+            if not data:
+                return
+        super().data_received(data)
+        if not self._splitter_tried and self.handshake_initiated:
+            self._splitter_tried = True
+            # Only when no byte of any frame has been seen (the request ended the read): the
+            # parser is then at a frame boundary, and the splitter keeps it at one.
+            if data.endswith(b"\r\n\r\n") and not self.conn.reader.buffer:
+                self._splitter = FrameSplitter(_keep_all, max_size=self.config.ws_max_size)
+                if self._ignore is not None:
+                    self._splitter.ignore = self._ignore
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -62,6 +91,8 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def set_filter(self, ignore: MessageFilter | None) -> None:
         self._ignore = ignore
+        if self._splitter is not None:
+            self._splitter.ignore = ignore if ignore is not None else _keep_all
 
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
         """Send `messages` as one write; raises ClientDisconnected when the peer is gone."""
@@ -87,7 +118,7 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
             and ignore(self.frames[0], self.curr_msg_data_type == "text")
         ):
             self.frames = []
-            self.ignored += 1
+            self._ignored += 1
             return
         # The parent pauses reading after each message unless reading is paused already:
         # let it believe so, then pause only when the backlog has grown past the mark.
@@ -108,3 +139,7 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         return message
+
+
+def _keep_all(payload: bytes, text: bool) -> bool:
+    return False

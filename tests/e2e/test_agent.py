@@ -6,6 +6,7 @@ application can fail are checked on the wire."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -516,7 +517,14 @@ async def test_text_beyond_thirty_seconds_of_speech_is_refused_not_lost_silently
 async def test_an_agent_that_never_answers_the_handshake_times_out_to_on_error(
     make_bridge: MakeBridge, tmp_path: Path
 ) -> None:
+    handlers: list[asyncio.Task[Any]] = []
+    writers: list[asyncio.StreamWriter] = []
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        writers.append(writer)
         await reader.read(65536)  # the upgrade request, never answered
         await asyncio.sleep(30)
 
@@ -525,11 +533,20 @@ async def test_an_agent_that_never_answers_the_handshake_times_out_to_on_error(
     folder = tmp_path / "silent"
     folder.mkdir()
     write_flow(folder, port, timeout=0.5)
-    async with server:
+    try:
         lb = await bridge_for(make_bridge, folder, PLIVO)
         started = time.monotonic()
         result = await lb.run(PLIVO.call(lb))
+    finally:
         server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await server.wait_closed()
     assert result.heard.endswith(
         encoded(PLIVO, render("Sorry, the assistant is away.", sample_rate=8000))
     )

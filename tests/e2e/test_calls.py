@@ -13,6 +13,7 @@ import pytest
 
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.simulator.carrier import CallScript, SimulatedCall
+from telebridge.tts.standin import StandinServer
 from tests.e2e.conftest import MakeBridge, l16_of, mulaw_of
 
 MENU = "Press 1 for hours, or 2 to hear this again. This prompt is long enough to be cut off."
@@ -175,12 +176,15 @@ async def test_unknown_flow_is_refused_politely(make_bridge: MakeBridge, carrier
 
 
 async def test_a_prompt_heard_before_plays_without_waves(
-    make_bridge: MakeBridge, carrier: Carrier
+    make_bridge: MakeBridge, carrier: Carrier, standin: StandinServer
 ) -> None:
     lb = await make_bridge(**carrier.settings())
     first = await lb.run(carrier.call(lb))
+    asked = len(standin.requests)
     second = await lb.run(carrier.call(lb))
     assert first.heard == second.heard == carrier.audio("Hello from the test line.")
+    assert len(standin.requests) == asked  # from the cache: Waves was not asked again
     assert second.stream_opened_at is not None and second.first_audio_at is not None
-    # Target: under 20 ms from the stream's start for a cached prompt.
-    assert second.first_audio_at - second.stream_opened_at < 0.02
+    # How fast is the benchmarks' to say (bench.latency); this only catches a wait for Waves
+    # or a timer, with room for a loaded machine.
+    assert second.first_audio_at - second.stream_opened_at < 0.2
