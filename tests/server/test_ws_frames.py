@@ -32,9 +32,11 @@ def messages() -> st.SearchStrategy[list[Sent]]:
     )
     single = st.builds(Sent, st.sampled_from([Opcode.TEXT, Opcode.BINARY]), payload)
     fragmented = st.builds(
-        lambda op, parts: [Sent(op, parts[0], False)]
-        + [Sent(Opcode.CONT, p, False) for p in parts[1:-1]]
-        + [Sent(Opcode.CONT, parts[-1], True)],
+        lambda op, parts: (
+            [Sent(op, parts[0], False)]
+            + [Sent(Opcode.CONT, p, False) for p in parts[1:-1]]
+            + [Sent(Opcode.CONT, parts[-1], True)]
+        ),
         st.sampled_from([Opcode.TEXT, Opcode.BINARY]),
         st.lists(payload, min_size=2, max_size=4),
     )
@@ -55,7 +57,8 @@ def parsed(data: list[bytes], max_size: int | None = None) -> list[tuple[Opcode,
     protocol = Protocol(Side.SERVER, state=OPEN, max_size=max_size)
     for chunk in data:
         protocol.receive_data(chunk)
-    return [(f.opcode, bytes(f.data), f.fin) for f in protocol.events_received()]
+    frames = [e for e in protocol.events_received() if isinstance(e, Frame)]
+    return [(f.opcode, bytes(f.data), f.fin) for f in frames]
 
 
 def cut(data: bytes, points: list[int]) -> list[bytes]:
