@@ -1,11 +1,13 @@
 """The pool of WebSocket connections to Waves: opening them (the API key goes on the upgrade
-only), keeping a few idle ones open after `complete`, and closing dropped ones in the background.
+only), keeping idle ones open after `complete` (as many as were in use at once lately), and
+closing dropped ones in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -38,8 +40,17 @@ class PooledSocket:
         return self.ws.state is State.OPEN
 
 
+# Idle sockets kept: at least `max_idle`, and as many as were in use at once lately (within
+# PEAK_WINDOW seconds), up to IDLE_CAP. Under load a finished request's socket then waits for the
+# next request instead of being closed and opened again (a TLS handshake to Waves) moments later;
+# never more are kept than were needed at once, well within Waves' allowance of sockets per
+# request in flight.
+PEAK_WINDOW = 30.0
+IDLE_CAP = 64
+
+
 class SocketPool:
-    """Sockets to one Waves URL: one request per socket at a time, up to `max_idle` kept open."""
+    """Sockets to one Waves URL: one request per socket at a time, idle ones kept for reuse."""
 
     def __init__(
         self,
@@ -59,6 +70,8 @@ class SocketPool:
         self._owned: set[PooledSocket] = set()
         self._closers: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._peak = 0  # sockets in use at once lately
+        self._peak_at = 0.0
         parts = urlsplit(url)
         self._where = f"{parts.scheme}://{parts.netloc}{parts.path}"  # never the query
         self._ws_logger = redacting_logger(logging.getLogger(logger.name + ".websocket"), api_key)
@@ -83,13 +96,27 @@ class SocketPool:
         while self._idle:
             sock = self._idle.pop()
             if sock.open:
+                self._note_in_use()
                 return sock, True
             self.drop(sock)
-        return await self.open(), False
+        sock = await self.open()
+        self._note_in_use()
+        return sock, False
+
+    def _note_in_use(self) -> None:
+        in_use = len(self._owned) - len(self._idle)
+        now = time.monotonic()
+        if in_use >= self._peak or now - self._peak_at > PEAK_WINDOW:
+            self._peak, self._peak_at = in_use, now
+
+    @property
+    def idle_limit(self) -> int:
+        """How many idle sockets are kept now."""
+        return max(self._max_idle, min(self._peak, IDLE_CAP))
 
     def put_back(self, sock: PooledSocket) -> None:
         """Return a socket after `complete`: kept if open and there is room, else dropped."""
-        if sock.open and not self._closed and len(self._idle) < self._max_idle:
+        if sock.open and not self._closed and len(self._idle) < self.idle_limit:
             self._idle.append(sock)
         else:
             self.drop(sock)

@@ -551,3 +551,26 @@ async def test_an_agent_that_never_answers_the_handshake_times_out_to_on_error(
         encoded(PLIVO, render("Sorry, the assistant is away.", sample_rate=8000))
     )
     assert time.monotonic() - started < 6
+
+
+async def test_a_hostile_agent_does_not_disturb_another_call(
+    make_bridge: MakeBridge, flows: Path, agent: FakeAgent
+) -> None:
+    (flows / "plain.yaml").write_text(
+        json.dumps({"start": "a", "steps": {"a": {"say": "An ordinary call.", "hangup": True}}})
+    )
+    lb = await bridge_for(make_bridge, flows, PLIVO)
+
+    async def hostile(side: AgentSide) -> None:
+        for _ in range(60):
+            await side.ws.send("{not json")
+        await side.send(type="text", text="x" * 60_000)  # refused: over the queue bound
+
+    agent.handler = hostile
+    plain = lb.plivo_call(CallScript(flow="plain"))
+    results = await asyncio.gather(lb.run(PLIVO.call(lb)), lb.run(plain))
+    assert results[1].violations == []
+    assert results[1].heard == encoded(PLIVO, render("An ordinary call.", sample_rate=8000))
+    assert results[0].heard.endswith(
+        encoded(PLIVO, render("Sorry, the assistant is away.", sample_rate=8000))
+    )

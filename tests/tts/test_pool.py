@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from telebridge.tts import pool as pool_module
 from telebridge.tts.errors import (
     TTSError,
     WavesAuthError,
@@ -71,13 +72,33 @@ async def test_concurrent_requests_use_separate_sockets(
     assert client.idle_sockets == 3
 
 
-async def test_pool_is_bounded(standin: StandinServer) -> None:
+async def test_pool_is_bounded(standin: StandinServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "IDLE_CAP", 2)
     async with WavesClient(standin.url, standin.api_key, max_idle_sockets=1) as waves:
         await asyncio.gather(
             *(collect(waves.synthesize("Hi.", sample_rate=8000, options=EMILY)) for _ in range(3))
         )
-        assert waves.idle_sockets == 1
-        await eventually(lambda: standin.open_connections == 1)
+        assert waves.idle_sockets == 2  # three were in use at once: as many kept, up to the cap
+        await eventually(lambda: standin.open_connections == 2)
+
+
+async def test_idle_sockets_follow_what_was_in_use_lately(
+    standin: StandinServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = SocketPool(standin.url, standin.api_key, max_idle=1)
+    try:
+        socks = [(await pool.acquire())[0] for _ in range(3)]
+        assert pool.idle_limit == 3
+        for sock in socks:
+            pool.put_back(sock)
+        assert pool.idle_sockets == 3  # the next burst finds them open
+        monkeypatch.setattr(pool_module, "PEAK_WINDOW", 0.0)
+        one, reused = await pool.acquire()  # the busy spell is over: back to max_idle
+        assert reused and pool.idle_limit == 1
+        pool.put_back(one)
+        assert pool.idle_sockets == 2  # kept until used or closed by Waves, not over the limit
+    finally:
+        await pool.aclose()
 
 
 async def test_prewarm_fills_the_pool(client: WavesClient, standin: StandinServer) -> None:
@@ -137,7 +158,10 @@ async def test_wrong_path_and_dead_port_are_connection_errors(standin: StandinSe
             await w.prewarm()
 
 
-async def test_pool_reuses_what_is_put_back_and_drops_the_rest(standin: StandinServer) -> None:
+async def test_pool_reuses_what_is_put_back_and_drops_the_rest(
+    standin: StandinServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "IDLE_CAP", 1)
     pool = SocketPool(standin.url, standin.api_key, max_idle=1)
     try:
         one, reused = await pool.acquire()
