@@ -56,7 +56,8 @@ class _Utterance:
     pieces: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     waiting_chars: int = 0  # text received and not yet handed to Waves
     number: int | None = None  # the speaker's utterance number, once its turn has come
-    state: Literal["open", "queued", "speaking", "spoken", "over"] = "open"
+    # spoken: synthesised whole, its mark queued; over: played, interrupted or failed
+    state: Literal["unspoken", "spoken", "over"] = "unspoken"
     first_piece_at: float = 0.0
     first_sent_at: float | None = None
 
@@ -220,8 +221,6 @@ class Conversation:
     def _close_open(self) -> None:
         if self._open is not None:
             self._open.pieces.put_nowait(None)
-            if self._open.state == "open":
-                self._open.state = "queued"
             self._open = None
 
     def _queued_seconds(self) -> float:

@@ -209,11 +209,8 @@ class FlowRunner:
             await self._queue(step, prompt, barge_in=False)
         if step.transfer is not None:
             return await self._transfer(step, step.transfer)
-        if step.agent is not None:
-            ended = await self._agent(step, step.agent)
-            if isinstance(ended, _Goto | _End):
-                return ended
-            webhook_next = ended or webhook_next
+        if step.agent is not None and (ended := await self._agent(step, step.agent)) is not None:
+            return ended
         target = self._route(step, webhook_next)
         if target is not None:
             return _Goto(target)
@@ -324,9 +321,8 @@ class FlowRunner:
             return _Goto(step.on_error)
         return _End("error:transfer failed")
 
-    async def _agent(self, step: Step, spec: Agent) -> _Goto | _End | str | None:
-        """Run the agent step: where to go, or the step the application named (or None) for
-        the routes to consider."""
+    async def _agent(self, step: Step, spec: Agent) -> _Goto | _End | None:
+        """Run the agent step: where to go, or None for the step's routes to decide."""
         url = self._render(spec.url, step)
         try:
             link = await self._need_io().open_agent(url, spec.timeout)
