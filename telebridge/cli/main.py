@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from telebridge import __version__
 from telebridge.cli import admin as cli_admin
@@ -22,6 +23,10 @@ from telebridge.cli.common import Parser as _Parser
 from telebridge.dtmf import DTMF_KEYS
 from telebridge.logs import setup_logging
 from telebridge.settings import ConfigError
+
+if TYPE_CHECKING:
+    from telebridge.calllog import CallLog
+    from telebridge.settings import Settings
 
 # --- serve -----------------------------------------------------------------------------
 
@@ -47,6 +52,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         problems = "; ".join(str(p) for p in exc.problems)
         raise UsageError(f"refusing to start, a flow has errors: {problems}") from None
     sock = _listen(settings.telebridge_host, settings.telebridge_port)
+    try:  # before serving: an unusable call log is one line and exit 2
+        bridge.calllog = _open_calllog(settings)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(bridge)
     config = uvicorn.Config(
         app,
@@ -61,9 +71,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
     )
     server = DrainingServer(config, bridge)
-    with sock:
-        server.run(sockets=[sock])
+    try:
+        with sock:
+            server.run(sockets=[sock])
+    finally:
+        bridge.calllog.close()
     return 0
+
+
+def _open_calllog(settings: Settings) -> CallLog:
+    from telebridge.calllog import CallLog, CallLogError
+
+    try:
+        return CallLog.from_settings(settings)
+    except CallLogError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _listen(host: str, port: int) -> socket.socket:

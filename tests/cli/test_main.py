@@ -20,6 +20,7 @@ import pytest
 
 from telebridge.calllog import CallLog
 from telebridge.cli.main import build_parser
+from tests.flows.fakes import unused_port
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWS = REPO / "config" / "flows"
@@ -320,6 +321,18 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert line.endswith(
         f"TELEBRIDGE_PORT: cannot listen on 127.0.0.1:{port}: address already in use"
     )
+
+
+def test_serve_with_an_unusable_call_log_is_one_line(tmp_path: Path) -> None:
+    env = clean_env(
+        TELEBRIDGE_PUBLIC_URL="https://bridge.example.com",
+        TELEBRIDGE_FLOWS_DIR=str(FLOWS),
+        TELEBRIDGE_DB=str(tmp_path),  # a folder, not a database file
+        TELEBRIDGE_HOST="127.0.0.1",
+        TELEBRIDGE_PORT=str(unused_port()),
+    )
+    line = one_line_error(telebridge("serve", cwd=tmp_path, env=env, timeout=30))
+    assert "TELEBRIDGE_DB" in line and "is a directory" in line
 
 
 # --- calls ----------------------------------------------------------------------------------
