@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo console test lint typecheck pytest bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
 
 demo: $(VENV)/.installed-run
 	$(BIN)/telebridge simulate --carrier plivo --digits 1 --out call.wav
+	@echo
+	@echo "The web console and its phone in the browser: run 'make console', then open"
+	@echo "  http://127.0.0.1:8080/console  (the phone: http://127.0.0.1:8080/console/phone)"
+
+# The bridge on loopback with the console open to this machine only (no key, offline speech).
+console: $(VENV)/.installed-run
+	TELEBRIDGE_CONSOLE=local TELEBRIDGE_PUBLIC_URL=http://127.0.0.1:8080 \
+		$(BIN)/telebridge serve --host 127.0.0.1 --port 8080
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check telebridge tests $(wildcard bench) examples
@@ -39,4 +47,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.cost
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info call.wav
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info call.wav test-artefacts

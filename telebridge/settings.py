@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # Signs the agent step's WebSocket handshake (X-Telebridge-Signature); required by flows
     # that have an agent step.
     telebridge_agent_secret: SecretStr | None = None
+    # The web console (/console): `key` needs TELEBRIDGE_API_KEY (a Bearer header or the login
+    # form); `local` also serves it without a key to loopback clients.
+    telebridge_console: Literal["key", "local"] = "key"
 
     waves_api_key: SecretStr | None = None
     waves_url: str = DEFAULT_WAVES_URL

@@ -76,3 +76,8 @@ def test_make_demo_on_a_fresh_copy(tmp_path: Path) -> None:
         pcm, rate = wav.readframes(wav.getnframes()), wav.getframerate()
     assert voiced_seconds(pcm, rate) > 2.0
     assert (copy / ".venv" / "bin" / "telebridge").is_file()
+    # It ends by naming the console, whose pages the installed package carries.
+    assert "http://127.0.0.1:8080/console" in result.stdout.splitlines()[-1]
+    static = "lib/python*/site-packages/telebridge/console/static/*.html"
+    pages = list((copy / ".venv").glob(static))
+    assert {p.name for p in pages} >= {"console.html", "phone.html", "login.html"}

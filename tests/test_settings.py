@@ -54,6 +54,7 @@ VALUES: dict[str, tuple[str, object]] = {
     ),
     "TELEBRIDGE_API_RATE": ("2.5", 2.5),
     "TELEBRIDGE_AGENT_SECRET": ("agent-secret-0123456789", "agent-secret-0123456789"),
+    "TELEBRIDGE_CONSOLE": ("local", "local"),
     "WAVES_TRANSPORT": ("sse", "sse"),
     "TELEBRIDGE_LOG_LEVEL": ("debug", "debug"),
     "TELEBRIDGE_LOG_FORMAT": ("json", "json"),

@@ -170,12 +170,15 @@ class Speaker:
             request_id=f"{self._call_id[:60]}-{utterance}",
         )
         first = True
+        asked = self._clock()
         try:
             async for chunk in chunks:
                 if first:
                     first = False
-                    self._playout.first_chunk(utterance, self._clock())
+                    now = self._clock()
+                    self._playout.first_chunk(utterance, now)
                     self._spoke.add(utterance)
+                    self._first_byte(utterance, now - asked)
                 frames = self._encoder.feed(chunk)
                 if frames:
                     self._playout.audio(frames, utterance)
@@ -240,17 +243,25 @@ class Speaker:
         on_first_chunk: Callable[[int, float], None] | None,
     ) -> None:
         first = True
+        asked = self._clock()
         async for chunk in speech:
             if first:
                 first = False
                 now = self._clock()
                 self._playout.first_chunk(number, now)
                 self._spoke.add(number)
+                self._first_byte(number, now - asked)
                 if on_first_chunk is not None:
                     on_first_chunk(number, now)
             frames = self._encoder.feed(chunk)
             if frames:
                 self._playout.audio(frames, number)
+
+    def _first_byte(self, utterance: int, seconds: float) -> None:
+        # The synthesizer's time to first byte for this request (Waves, or the prompt cache
+        # when it has the prompt); for a streamed utterance, since its turn came, so the
+        # wait for the application's first text is included.
+        self._emit("tts_first_byte", utterance=utterance, ms=round(seconds * 1000, 1))
 
     async def play(self, pcm: bytes, sample_rate: int, *, barge_in: bool) -> None:
         """Queue audio (PCM16LE mono at `sample_rate`)."""

@@ -4,9 +4,9 @@ one call's steps, keys, variables and end as it goes.
 Recording never blocks the event loop. `CallLog.start_call()` returns a `CallRecorder` whose
 methods only stamp the time and hand a row to the writer thread (calllog/writer.py), so a crash
 of the server loses nothing already recorded. `flush()` waits until the queue is written;
-`close()` flushes and stops the thread. Reads (`get`, `list_calls`) wait for this log's own
-pending writes, then read through a second connection: they touch the disk, so async code calls
-them via `asyncio.to_thread`.
+`close()` flushes and stops the thread. Reads (`get`, `list_calls`, `timeline`) wait for this
+log's own pending writes, then read through a second connection: they touch the disk, so async
+code calls them via `asyncio.to_thread`.
 
 The file is shared: the server writes while `telebridge calls` and the campaign runner read from
 other processes. A call is one `calls` row, unique per (carrier, call_id), plus its ordered
@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from telebridge.calllog.records import CallRecord, read_records
+from telebridge.calllog.records import CallRecord, read_records, read_timeline
 from telebridge.calllog.schema import (
     BUSY_TIMEOUT_S,
     WHEN,
@@ -173,16 +173,42 @@ class CallLog:
         found = self._read("carrier = ? AND call_id = ?", (carrier, call_id), 1)
         return found[0] if found else None
 
+    def timeline(self, carrier: str, call_id: str) -> list[dict[str, Any]] | None:
+        """One call's events in order with their times (records.read_timeline), or None."""
+        self.flush(BUSY_TIMEOUT_S)
+        with self._read_lock:
+            if self._writer.closed and self._writer.stopped:
+                raise RuntimeError(f"the call log {self.path} is closed")
+            return read_timeline(self._reader_conn, carrier, call_id)
+
     def list_calls(
-        self, since: datetime | None = None, limit: int | None = None
+        self,
+        since: datetime | None = None,
+        limit: int | None = None,
+        *,
+        until: datetime | None = None,
+        carrier: str | None = None,
+        flow: str | None = None,
+        outcome: str | None = None,
     ) -> list[CallRecord]:
-        """Calls started at or after `since` (naive: UTC), oldest first; `limit` keeps the newest.
+        """Calls started at or after `since` and before `until` (naive: UTC), oldest first;
+        `limit` keeps the newest. `carrier` and `flow` must match, `outcome` is a prefix.
 
         A call that never streamed counts from its end.
         """
-        if since is None:
-            return self._read("1", (), limit)
-        return self._read(f"{WHEN} >= ?", (stamp(since),), limit)
+        where, params = ["1"], []
+        for clause, value in (
+            (f"{WHEN} >= ?", since and stamp(since)),
+            (f"{WHEN} < ?", until and stamp(until)),
+            ("carrier = ?", carrier),
+            ("flow = ?", flow),
+            # A prefix: LIKE's own wildcards in it are matched literally.
+            ("outcome LIKE ? ESCAPE '\\'", None if outcome is None else _like_prefix(outcome)),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        return self._read(" AND ".join(where), tuple(params), limit)
 
     def find_by_variable(
         self, name: str, value: str, *, carrier: str | None = None, since: datetime | None = None
@@ -205,3 +231,7 @@ class CallLog:
             if self._writer.closed and self._writer.stopped:
                 raise RuntimeError(f"the call log {self.path} is closed")
             return read_records(self._reader_conn, where, params, limit)
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -1,5 +1,6 @@
 """What the call log reads back: `CallRecord`, one call with its timeline, and the query that
-builds records from the `calls` rows and their `call_events` in one snapshot.
+builds records from the `calls` rows and their `call_events` in one snapshot; `read_timeline`,
+one call's events in order with their times.
 
 The keys of successive gathers are joined with "," in `CallRecord.digits` ("1,4321#" is a menu
 choice, then a PIN).
@@ -14,7 +15,7 @@ from typing import Any
 
 from telebridge.calllog.schema import WHEN, load_json
 
-__all__ = ["CallRecord", "read_records"]
+__all__ = ["CallRecord", "read_records", "read_timeline"]
 
 
 @dataclass(slots=True)
@@ -115,3 +116,49 @@ def read_records(
     for row_id, keys in gathered.items():
         records[row_id].digits = ",".join(keys)
     return list(records.values())
+
+
+def read_timeline(
+    conn: sqlite3.Connection, carrier: str, call_id: str
+) -> list[dict[str, Any]] | None:
+    """One call's events in time order, each `{"at", "kind", "step", ...}`: `started`, `step`,
+    `digits`, `vars`, `webhook` and `note` (`note`: its kind, `data`) as recorded, and `ended`
+    once it has. None when the call was never recorded. `conn` as for `read_records`."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM calls WHERE carrier = ? AND call_id = ?",
+            (carrier, call_id),
+        ).fetchone()
+        events = []
+        if row is not None:
+            events = conn.execute(
+                "SELECT kind, step, at, data FROM call_events WHERE call = ? ORDER BY seq",
+                (row[0],),
+            ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    if row is None:
+        return None
+    record = _record(row)
+    found: list[dict[str, Any]] = []
+    if record.started_at:
+        found.append({"at": record.started_at, "kind": "started", "step": None,
+                      "direction": record.direction, "from": record.from_number,
+                      "to": record.to_number, "flow": record.flow})  # fmt: skip
+    for kind, step, at, text in events:
+        data = load_json(text)
+        entry: dict[str, Any] = {"at": at, "kind": kind, "step": step}
+        if kind == "note":
+            entry |= {"note": data.get("kind"), "data": data.get("data", {})}
+        else:
+            entry |= {k: v for k, v in data.items() if k not in entry}
+        found.append(entry)
+    if record.ended_at:
+        found.append({"at": record.ended_at, "kind": "ended", "step": None,
+                      "outcome": record.outcome, "hangup_cause": record.hangup_cause,
+                      "duration": record.duration})  # fmt: skip
+    # In time order: the carrier's hangup callback (the end) can be stamped before the last
+    # notes of the stream; events stamped alike keep the order they were recorded in.
+    found.sort(key=lambda entry: entry["at"])
+    return found

@@ -52,6 +52,10 @@ class CallHost(Protocol):
         """The variables a status callback carries, to trace the call; bad ones are dropped."""
         ...
 
+    def flow_names(self) -> list[str]:
+        """The names of the flows this bridge runs."""
+        ...
+
     def choose_flow(self, requested: str | None, callee: str) -> str:
         """The flow's name for a new call; raises UnknownFlow."""
         ...

@@ -15,3 +15,7 @@ PLIVO_STREAM = "/plivo/stream"
 VONAGE_ANSWER = "/vonage/answer"
 VONAGE_EVENT = "/vonage/event"
 VONAGE_STREAM = "/vonage/stream"
+
+# The browser phone of the web console (a local carrier): where it creates a call, and its stream.
+BROWSER_CALLS = "/console/api/phone/calls"
+BROWSER_STREAM = "/console/phone/stream"

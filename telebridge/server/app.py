@@ -16,7 +16,8 @@ from starlette.routing import BaseRoute
 from telebridge.api.auth import ApiKeys, RateLimiter
 from telebridge.api.routes import api_routes
 from telebridge.calllog import CallLog
-from telebridge.carriers import plivo_http, vonage_http
+from telebridge.carriers import browser_http, plivo_http, vonage_http
+from telebridge.console import ConsoleGate, LiveFeed, console_routes
 from telebridge.server.bridge import Bridge
 from telebridge.server.desk import BridgeDesk
 from telebridge.server.ops import ops_routes
@@ -32,7 +33,13 @@ def create_app(bridge: Bridge) -> Starlette:
     routes: list[BaseRoute] = ops_routes(bridge)
     routes += plivo_http.routes(bridge)
     routes += vonage_http.routes(bridge)
-    routes += _call_api(bridge, settings)
+    desk = BridgeDesk(bridge)
+    routes += _call_api(desk, settings)
+    feed = LiveFeed()
+    bridge.observers.append(feed)
+    gate = ConsoleGate(settings, bridge.keys)
+    routes += browser_http.routes(bridge, gate.check)
+    routes += console_routes(bridge, desk, gate, feed)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,7 +55,7 @@ def create_app(bridge: Bridge) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _call_api(bridge: Bridge, settings: Settings) -> list[BaseRoute]:
+def _call_api(desk: BridgeDesk, settings: Settings) -> list[BaseRoute]:
     secret = settings.telebridge_api_key
     keys = ApiKeys.parse(secret.get_secret_value() if secret else None)
     if keys is None:
@@ -59,4 +66,4 @@ def _call_api(bridge: Bridge, settings: Settings) -> list[BaseRoute]:
             logger.warning("TELEBRIDGE_API_KEY: a key is under 16 characters: use long random keys")
     rate = settings.telebridge_api_rate
     limiter = RateLimiter(rate, max(1, round(rate * 2)))
-    return api_routes(BridgeDesk(bridge), keys, limiter)
+    return api_routes(desk, keys, limiter)

@@ -150,6 +150,9 @@ class Bridge:
     def public_url(self, path: str) -> str:
         return self.settings.require_public_url() + path
 
+    def flow_names(self) -> list[str]:
+        return self.flows.names
+
     def choose_flow(self, requested: str | None, callee: str) -> str:
         """The flow's name for a new call; raises UnknownFlow."""
         return self.flows.choose(requested, callee).name

@@ -1,5 +1,6 @@
 """The stream endpoint every carrier's stream route ends in: check the stream's token, read the
-carrier's opening message, then run the call's `CallSession` and record it in the call log.
+carrier's opening message, then run the call's `CallSession` and record it in the call log
+(with `CallWatch`: the flow's steps, and as notes what the web console's timeline shows).
 
 `run_stream` works on a `StreamHost` (what it uses of the bridge), which `Bridge` implements.
 """
@@ -14,9 +15,9 @@ import httpx
 from starlette.websockets import WebSocket
 
 from telebridge.call.events import ProtocolError, Started
-from telebridge.call.ports import CarrierStream, TransportClosed
+from telebridge.call.ports import CallObserver, CarrierStream, TransportClosed
 from telebridge.call.session import CallSession
-from telebridge.calllog import CallLog
+from telebridge.calllog import CallLog, CallRecorder
 from telebridge.carriers.host import ControlFor
 from telebridge.flows.fetch import HttpFlowIO
 from telebridge.flows.library import FlowLibrary, UnknownFlow
@@ -30,6 +31,59 @@ logger = logging.getLogger(__name__)
 
 # The carrier must say who it is (start / connected) this soon after the upgrade.
 FIRST_MESSAGE_TIMEOUT = 10.0
+
+
+# The call events kept as notes in the call log, with the fields kept of each: what the web
+# console's timeline shows. Never per-frame events (play, first_audio).
+TIMELINE_NOTES: dict[str, tuple[str, ...]] = {
+    "prompt": ("text", "utterance"),
+    "tts_first_byte": ("utterance", "ms"),
+    "tts_error": ("error", "attempt"),
+    "barge_in": (),
+    "played": ("mark",),
+    "mark_timeout": ("mark",),
+    "transfer": ("to",),
+    "transfer_result": ("ok",),
+    "hangup": ("reason",),
+    "apology": (),
+    "api_interrupt": (),
+    "agent_start": ("listen",),
+    "agent_end": ("reason",),
+}
+
+
+class CallWatch:
+    """One call's observer and its flow's recorder: every event goes to the bridge's observers
+    (a step entered too, as `step`), and to the call log: steps as such, `TIMELINE_NOTES` as
+    notes."""
+
+    def __init__(self, call_id: str, notify: CallObserver) -> None:
+        self.call_id = call_id
+        self.recorder: CallRecorder | None = None  # set once the call log has the call
+        self._notify = notify
+
+    def __call__(self, call_id: str, kind: str, fields: dict[str, Any]) -> None:
+        self._notify(call_id, kind, fields)
+        kept = TIMELINE_NOTES.get(kind)
+        if kept is not None and self.recorder is not None:
+            self.recorder.note(kind, **{name: fields[name] for name in kept if name in fields})
+
+    def step_entered(self, step: str) -> None:
+        self._notify(self.call_id, "step", {"step": step})
+        if self.recorder is not None:
+            self.recorder.step_entered(step)
+
+    def digits_collected(self, step: str, digits: str) -> None:
+        if self.recorder is not None:
+            self.recorder.digits_collected(step, digits)
+
+    def vars_set(self, values: dict[str, str]) -> None:
+        if self.recorder is not None:
+            self.recorder.vars_set(values)
+
+    def webhook_result(self, step: str, ok: bool, detail: str) -> None:
+        if self.recorder is not None:
+            self.recorder.webhook_result(step, ok, detail)
 
 
 def call_variables(grant: StreamGrant, call_id: str) -> dict[str, str]:
@@ -112,6 +166,7 @@ async def run_stream(
     call_id = started.call_id
     current_call.set(call_id)
     settings = host.settings
+    watch = CallWatch(call_id, host.notify)
     session = CallSession(
         call_id=call_id,
         stream=stream,
@@ -121,14 +176,14 @@ async def run_stream(
         speech=host.speech(),
         max_lead=settings.telebridge_max_lead_ms / 1000,
         mark_timeout=settings.telebridge_mark_timeout,
-        observer=host.notify,
+        observer=watch,
     )
     variables = call_variables(grant, call_id)
     host.add_call(call_id, session, grant)
     host.notify(call_id, "started", {"carrier": carrier, "flow": grant.flow})
     recorder = None
     if host.calllog is not None:
-        recorder = host.calllog.start_call(
+        recorder = watch.recorder = host.calllog.start_call(
             carrier=carrier,
             call_id=call_id,
             direction=grant.variables.get("direction", "inbound"),
@@ -142,7 +197,7 @@ async def run_stream(
     io = HttpFlowIO(host.http, agent_secret=secret.get_secret_value() if secret else None)
     try:
         flow = host.flows.get(grant.flow)
-        outcome = await session.run(flow, variables, recorder=recorder, io=io)
+        outcome = await session.run(flow, variables, recorder=watch, io=io)
         logger.info("%s call %s ended: %s", carrier, call_id, outcome)
     except UnknownFlow:
         logger.error("%s call %s: flow %r is gone", carrier, call_id, grant.flow)
@@ -151,8 +206,6 @@ async def run_stream(
     finally:
         host.remove_call(call_id)
         if recorder is not None:
-            if session.hangup_reason:
-                recorder.note("hangup", reason=session.hangup_reason)
             if session.ended_by:
                 recorder.note("ended_by", **session.ended_by)
             recorder.finish(outcome)

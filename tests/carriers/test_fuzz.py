@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telebridge.call.events import ProtocolError
+from telebridge.carriers.browser import BrowserStream
 from telebridge.carriers.plivo import PlivoStream
 from telebridge.carriers.vonage import VonageStream
 
@@ -28,15 +29,20 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 )
 EVENTS = ["start", "media", "dtmf", "playedStream", "played", "clearedAudio", "stop", "x"]
 VONAGE_EVENTS = ["websocket:connected", "websocket:dtmf", "websocket:cleared", "websocket:notify"]
+BROWSER_START = json.dumps({"event": "start", "call_id": "web-0123456789abcdef"})
+BROWSER_EVENTS = ["start", "dtmf", "played", "cleared", "hangup", "x"]
 
 
-def shaped(events: list[str]) -> st.SearchStrategy[str]:
+FIELDS = ["start", "media", "dtmf", "name", "digit", "payload", "streamId"]
+
+
+def shaped(events: list[str], fields: list[str] = FIELDS) -> st.SearchStrategy[str]:
     """JSON objects that look like real messages, with arbitrary values in every field."""
     return st.builds(
         lambda event, fields: json.dumps({"event": event, **fields}),
         st.sampled_from(events),
         st.dictionaries(
-            st.sampled_from(["start", "media", "dtmf", "name", "digit", "payload", "streamId"]),
+            st.sampled_from(fields),
             json_values,
             max_size=4,
         ),
@@ -49,10 +55,11 @@ messages = st.one_of(
     json_values.map(json.dumps),
     shaped(EVENTS),
     shaped(VONAGE_EVENTS),
+    shaped(BROWSER_EVENTS, ["call_id", "digit", "name", "digits", "to"]),
 )
 
 
-def feed(stream: PlivoStream | VonageStream, message: str | bytes) -> None:
+def feed(stream: PlivoStream | VonageStream | BrowserStream, message: str | bytes) -> None:
     try:
         events = stream.receive(message)
     except ProtocolError:
@@ -78,8 +85,18 @@ def test_vonage_parser_never_raises_anything_but_protocol_error(batch: list[str 
         feed(stream, message)
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(messages, max_size=20))
+def test_browser_parser_never_raises_anything_but_protocol_error(batch: list[str | bytes]) -> None:
+    stream = BrowserStream()
+    stream.receive(BROWSER_START)
+    for message in batch:
+        feed(stream, message)
+
+
 @settings(max_examples=200, deadline=None)
 @given(messages)
 def test_parsers_before_start(message: str | bytes) -> None:
     feed(PlivoStream(), message)
     feed(VonageStream(8000), message)
+    feed(BrowserStream(), message)
