@@ -132,7 +132,7 @@ async def test_a_calls_timeline_shows_what_happened_in_order(
     marks = [e["mark"] for e in timeline if e["kind"] == "mark"]
     assert marks == ["utterance-2", "utterance-3"]  # the menu was cut off before its mark
     assert next(e for e in timeline if e["kind"] == "hangup")["reason"] is not None
-    ended = timeline[-1]
+    ended = next(e for e in timeline if e["kind"] == "ended")
     assert ended["kind"] == "ended" and ended["outcome"] == "hangup"
     started = timeline[0]
     assert started["flow"] == "menu" and started["direction"] == "inbound"
