@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_WAVES_URL = "wss://api.smallest.ai/waves/v1/tts/live"
+# TELEBRIDGE_DB given as one of these is a PostgreSQL database (kept as text), else a file path.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ConfigError(Exception):
@@ -91,7 +93,8 @@ class Settings(BaseSettings):
     telebridge_public_url: str | None = None
     telebridge_flow: str = "demo"
     telebridge_flows_dir: Path = Path("config/flows")
-    telebridge_db: Path = Path("telebridge.db")
+    # The call log: an SQLite file (a path) or a PostgreSQL URL (text, see _db_path_or_url).
+    telebridge_db: Path | str = Path("telebridge.db")
     # Key material for stream tokens and call variables (tokens.Keys). Unset: carrier credentials.
     telebridge_secret: SecretStr | None = None
     telebridge_token_ttl: float = Field(120.0, gt=0, le=3600)
@@ -191,6 +194,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 'must be a JSON object of number to flow, e.g. {"+14155550100": "sales"}'
             ) from None
+
+    @field_validator("telebridge_db", mode="before")
+    @classmethod
+    def _db_path_or_url(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.startswith(POSTGRES_SCHEMES):
+            return value
+        scheme, sep, _ = value.partition("://")
+        if sep and scheme.replace("+", "").isalnum():  # never echo the rest: it may hold a password
+            raise ValueError(
+                f"{scheme}:// is not a database telebridge can use: give a file path (SQLite) "
+                "or a postgresql://user:password@host:5432/db URL"
+            )
+        return Path(value)
 
     @field_validator("telebridge_cache_dir", mode="before")
     @classmethod

@@ -220,6 +220,7 @@ def test_an_empty_value_is_the_default(
         ("TELEBRIDGE_NUMBERS", "+14155550100=sales"),
         ("TELEBRIDGE_NUMBERS", '["+14155550100"]'),
         ("TELEBRIDGE_NUMBERS", '{"+14155550100": 7}'),
+        ("TELEBRIDGE_DB", "mysql://bridge:secret@db/calls"),
     ],
 )
 def test_a_bad_value_from_the_environment_names_the_setting(
@@ -228,6 +229,26 @@ def test_a_bad_value_from_the_environment_names_the_setting(
     monkeypatch.setenv(name, text)
     with pytest.raises(ConfigError, match=f"^{name}: "):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://bridge:secret@db.internal:5432/calls", "postgres://db/calls"]
+)
+def test_a_postgresql_call_log_url_is_kept_as_text(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEBRIDGE_DB", url)
+    assert load_settings().telebridge_db == url
+
+
+def test_another_database_url_is_refused_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TELEBRIDGE_DB", "mysql://bridge:hunter2@db/calls")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("TELEBRIDGE_DB: mysql:// is not a database")
+    assert "hunter2" not in str(caught.value)
 
 
 # --- the Vonage private key ---------------------------------------------------------------------

@@ -100,6 +100,13 @@ def check_flows(settings: Settings) -> Check:
 
 
 def check_calllog(settings: Settings) -> Check:
+    if isinstance(settings.telebridge_db, str):  # a PostgreSQL URL
+        from telebridge.calllog import CallLogError, probe_postgres
+
+        try:
+            return _fine("call log", probe_postgres(settings.telebridge_db))
+        except CallLogError as exc:
+            return _fix("call log", str(exc))
     path = Path(settings.telebridge_db)
     folder = path.parent
     if path.is_dir():

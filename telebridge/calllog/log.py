@@ -1,14 +1,14 @@
-"""`CallLog`, the durable call log in an embedded SQLite file, and `CallRecorder`, which records
-one call's steps, keys, variables and end as it goes.
+"""`CallLog`, the durable call log in an embedded SQLite file or a PostgreSQL database, and
+`CallRecorder`, which records one call's steps, keys, variables and end as it goes.
 
 Recording never blocks the event loop. `CallLog.start_call()` returns a `CallRecorder` whose
 methods only stamp the time and hand a row to the writer thread (calllog/writer.py), so a crash
 of the server loses nothing already recorded. `flush()` waits until the queue is written;
 `close()` flushes and stops the thread. Reads (`get`, `list_calls`, `timeline`) wait for this
-log's own pending writes, then read through a second connection: they touch the disk, so async
-code calls them via `asyncio.to_thread`.
+log's own pending writes, then read through a second connection (PostgreSQL: a short one per
+read): they touch the disk or the network, so async code calls them via `asyncio.to_thread`.
 
-The file is shared: the server writes while `telebridge calls` and the campaign runner read from
+The database is shared: the server writes while `telebridge calls` and the campaign runner read from
 other processes. A call is one `calls` row, unique per (carrier, call_id), plus its ordered
 `call_events`.
 """
@@ -20,8 +20,9 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from telebridge.calllog.db import Db
 from telebridge.calllog.records import CallRecord, read_records, read_timeline
 from telebridge.calllog.schema import (
     BUSY_TIMEOUT_S,
@@ -31,12 +32,16 @@ from telebridge.calllog.schema import (
     stamp,
     utcnow,
 )
+from telebridge.calllog.sqlite import SqliteDb
 from telebridge.calllog.writer import EventKind, Writer
+from telebridge.settings import POSTGRES_SCHEMES
 
 if TYPE_CHECKING:
     from telebridge.settings import Settings
 
 __all__ = ["CallLog", "CallRecorder"]
+
+_T = TypeVar("_T")
 
 
 class CallRecorder:
@@ -83,25 +88,37 @@ class CallRecorder:
 
 
 class CallLog:
-    """The call log at `path`; opening creates or migrates it. Close it when done."""
+    """The call log at `target`: an SQLite file at a path, or a PostgreSQL database at a
+    `postgresql://` URL (text). Opening creates or migrates it. Close it when done.
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = utcnow) -> None:
-        self.path = Path(path)
+    `degraded` says why records are not reaching a PostgreSQL database that went away (they
+    wait and are written when it is back), or is None.
+    """
+
+    def __init__(self, target: str | Path, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._clock = clock
-        if self.path.is_dir():
-            raise CallLogError(f"TELEBRIDGE_DB: {self.path} is a directory, not a database file")
-        if not self.path.parent.is_dir():
-            raise CallLogError(
-                f"TELEBRIDGE_DB: cannot create {self.path}: no folder {self.path.parent}"
-            )
-        writer_conn = open_connection(self.path)
-        try:
-            self._reader_conn = open_connection(self.path)
-        except BaseException:
-            writer_conn.close()
-            raise
         self._read_lock = threading.Lock()
-        self._writer = Writer(writer_conn, self.path)
+        self._url: str | None = None
+        self._reader: Db | None = None  # SQLite's; PostgreSQL reads through short connections
+        writer_db: Db
+        if isinstance(target, str) and target.startswith(POSTGRES_SCHEMES):
+            try:  # only here: SQLite users never load psycopg
+                from telebridge.calllog import postgres
+            except ImportError:
+                raise CallLogError(
+                    "TELEBRIDGE_DB: a PostgreSQL call log needs psycopg: "
+                    "pip install 'telebridge[cluster]'"
+                ) from None
+            self.path: Path | None = None
+            self._url = target
+            pg = postgres.open_db(target, migrate=True)
+            self.where, writer_db = pg.where, pg
+        else:
+            self.path = path = Path(target)
+            self.where = str(path)
+            writer_db, self._reader = _open_sqlite(path)
+        self._variable_is = writer_db.variable_is
+        self._writer = Writer(writer_db, self.where)
         atexit.register(self.close)  # a forgotten close() still writes everything out
 
     @classmethod
@@ -154,6 +171,11 @@ class CallLog:
         data |= {"from": from_number, "to": to_number, "variables": dict(variables or {})}
         self._writer.submit((carrier, call_id), self._clock(), "hangup", data=data)
 
+    @property
+    def degraded(self) -> str | None:
+        """Why records are waiting instead of being written (one line), or None."""
+        return self._writer.degraded
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is committed; False on timeout. Blocks."""
         return self._writer.flush(timeout)
@@ -164,7 +186,8 @@ class CallLog:
             return
         atexit.unregister(self.close)
         with self._read_lock:
-            self._reader_conn.close()
+            if self._reader is not None:
+                self._reader.close()
 
     # --- reading (blocks: use asyncio.to_thread from async code) -----------------------
 
@@ -174,12 +197,8 @@ class CallLog:
         return found[0] if found else None
 
     def timeline(self, carrier: str, call_id: str) -> list[dict[str, Any]] | None:
-        """One call's events in order with their times (records.read_timeline), or None."""
-        self.flush(BUSY_TIMEOUT_S)
-        with self._read_lock:
-            if self._writer.closed and self._writer.stopped:
-                raise RuntimeError(f"the call log {self.path} is closed")
-            return read_timeline(self._reader_conn, carrier, call_id)
+        """One call's events in time order (records.read_timeline), or None."""
+        return self._reading(lambda db: read_timeline(db, carrier, call_id))
 
     def list_calls(
         self,
@@ -196,7 +215,7 @@ class CallLog:
 
         A call that never streamed counts from its end.
         """
-        where, params = ["1"], []
+        where, params = ["TRUE"], []
         for clause, value in (
             (f"{WHEN} >= ?", since and stamp(since)),
             (f"{WHEN} < ?", until and stamp(until)),
@@ -217,8 +236,8 @@ class CallLog:
         first. `since` (naive: UTC) skips calls started, or ended unstreamed, before then, which
         keeps the lookup to recent calls; without it every call's variables are read.
         """
-        path = '$."' + name.replace('"', "") + '"'
-        where, params = "json_extract(variables, ?) = ?", [path, value]
+        where, params = self._variable_is(name)
+        params = [*params, value]
         if carrier is not None:
             where, params = f"carrier = ? AND {where}", [carrier, *params]
         if since is not None:
@@ -226,12 +245,39 @@ class CallLog:
         return self._read(where, tuple(params), None)
 
     def _read(self, where: str, params: tuple[Any, ...], limit: int | None) -> list[CallRecord]:
-        self.flush(BUSY_TIMEOUT_S)  # read this process's own writes
+        return self._reading(lambda db: read_records(db, where, params, limit))
+
+    def _reading(self, read: Callable[[Db], _T]) -> _T:
+        """`read` on a connection that sees this process's own writes; raises `CallLogError`
+        (one line) when the database cannot be reached."""
+        if self._writer.degraded is None:
+            self.flush(BUSY_TIMEOUT_S)  # read this process's own writes
         with self._read_lock:
             if self._writer.closed and self._writer.stopped:
-                raise RuntimeError(f"the call log {self.path} is closed")
-            return read_records(self._reader_conn, where, params, limit)
+                raise RuntimeError(f"the call log {self.where} is closed")
+            if self._reader is not None:
+                return read(self._reader)
+        assert self._url is not None
+        from telebridge.calllog import postgres
+
+        with postgres.reading(self._url) as db:
+            return read(db)
 
 
 def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _open_sqlite(path: Path) -> tuple[SqliteDb, SqliteDb]:
+    """The writer's and the reader's connections to the file at `path`."""
+    if path.is_dir():
+        raise CallLogError(f"TELEBRIDGE_DB: {path} is a directory, not a database file")
+    if not path.parent.is_dir():
+        raise CallLogError(f"TELEBRIDGE_DB: cannot create {path}: no folder {path.parent}")
+    writer_conn = open_connection(path)
+    try:
+        reader_conn = open_connection(path)
+    except BaseException:
+        writer_conn.close()
+        raise
+    return SqliteDb(writer_conn, path), SqliteDb(reader_conn, path)

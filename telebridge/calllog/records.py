@@ -9,10 +9,10 @@ choice, then a PIN).
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from telebridge.calllog.db import Db
 from telebridge.calllog.schema import WHEN, load_json
 
 __all__ = ["CallRecord", "read_records", "read_timeline"]
@@ -91,24 +91,21 @@ def _add_to(record: CallRecord, gathered: list[str], event: tuple[Any, ...]) -> 
 
 
 def read_records(
-    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], limit: int | None
+    db: Db, where: str, params: tuple[Any, ...], limit: int | None
 ) -> list[CallRecord]:
     """The calls matching `where` (SQL over `calls` with `params`), oldest first; `limit` keeps
-    the newest. `conn` must be in autocommit mode: calls and events are read in one snapshot."""
+    the newest. Calls and their events are read in one snapshot."""
     chosen = (
         f"SELECT {_RECORD_COLUMNS} FROM calls WHERE {where} ORDER BY {WHEN} DESC, id DESC LIMIT ?"
     )
-    args = (*params, -1 if limit is None else max(limit, 0))
-    conn.execute("BEGIN")  # one snapshot for calls and their events
-    try:
-        rows = conn.execute(chosen, args).fetchall()
-        events = conn.execute(
+    args = (*params, db.no_limit if limit is None else max(limit, 0))
+    with db.snapshot():
+        rows = db.rows(chosen, args)
+        events = db.rows(
             "SELECT call, kind, step, at, data FROM call_events"
-            f" WHERE call IN (SELECT id FROM ({chosen})) ORDER BY call, seq",
+            f" WHERE call IN (SELECT id FROM ({chosen}) AS chosen) ORDER BY call, seq",
             args,
-        ).fetchall()
-    finally:
-        conn.execute("COMMIT")
+        )
     records = {row[0]: _record(row) for row in reversed(rows)}
     gathered: dict[int, list[str]] = {}
     for event in events:
@@ -118,26 +115,22 @@ def read_records(
     return list(records.values())
 
 
-def read_timeline(
-    conn: sqlite3.Connection, carrier: str, call_id: str
-) -> list[dict[str, Any]] | None:
+def read_timeline(db: Db, carrier: str, call_id: str) -> list[dict[str, Any]] | None:
     """One call's events in time order, each `{"at", "kind", "step", ...}`: `started`, `step`,
     `digits`, `vars`, `webhook` and `note` (`note`: its kind, `data`) as recorded, and `ended`
-    once it has. None when the call was never recorded. `conn` as for `read_records`."""
-    conn.execute("BEGIN")
-    try:
-        row = conn.execute(
+    once it has. None when the call was never recorded. Read in one snapshot."""
+    with db.snapshot():
+        found_rows = db.rows(
             f"SELECT {_RECORD_COLUMNS} FROM calls WHERE carrier = ? AND call_id = ?",
             (carrier, call_id),
-        ).fetchone()
+        )
+        row = found_rows[0] if found_rows else None
         events = []
         if row is not None:
-            events = conn.execute(
+            events = db.rows(
                 "SELECT kind, step, at, data FROM call_events WHERE call = ? ORDER BY seq",
                 (row[0],),
-            ).fetchall()
-    finally:
-        conn.execute("COMMIT")
+            )
     if row is None:
         return None
     record = _record(row)

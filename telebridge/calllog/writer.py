@@ -1,46 +1,38 @@
 """The call log's writer: one background thread that owns the write connection and commits
 queued changes to calls, in order, one transaction per batch.
 
-Submitting only puts a `_Write` on a queue, so recording never blocks the event loop; a record
-is on disk within milliseconds of being queued. A batch that fails is retried row by row so one
-bad record loses nothing else; a write lock held elsewhere is waited out a few times.
+Submitting only puts a `Write` on a queue, so recording never blocks the event loop; a record
+is in the database within milliseconds of being queued. A batch that fails is retried row by row
+so one bad record loses nothing else. A lost database server (PostgreSQL) loses nothing either:
+the writer keeps the batch, retries it with backoff and `degraded` says why meanwhile; changes
+go on queueing up to `MAX_WAITING`, beyond which they are dropped with an error. At `close()` a
+server still away gets `CLOSE_GRACE_S` to return before what waits is dropped, loudly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
-import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from telebridge.calllog.schema import BUSY_TIMEOUT_S, NO_STREAM, dump_json, load_json, stamp
+from telebridge.calllog.changes import EventKind, Write, WriteKind, apply
+from telebridge.calllog.db import Db
+from telebridge.calllog.schema import BUSY_TIMEOUT_S
 
-__all__ = ["EventKind", "WriteKind", "Writer"]
+__all__ = ["CLOSE_GRACE_S", "MAX_WAITING", "EventKind", "WriteKind", "Writer"]
 
 logger = logging.getLogger(__name__)
 
-_LOCK_ATTEMPTS = 3  # another process holding the write lock this long is stuck
 _MAX_BATCH = 500  # rows per transaction: keeps one commit short when a backlog built up
-EventKind = Literal["step", "digits", "vars", "webhook", "note"]
-WriteKind = Literal["start", "finish", "hangup"] | EventKind
-_Key = tuple[str, str]  # (carrier, call_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    """One queued change to a call: an event row, or a start, finish or hangup of the call."""
-
-    key: _Key
-    at: datetime
-    kind: WriteKind
-    step: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+MAX_WAITING = 200_000  # changes held while the server is away (about 100 MB at worst)
+CLOSE_GRACE_S = 10.0
+_FIRST_PAUSE_S, _MAX_PAUSE_S = 0.05, 2.0  # between attempts to reach a lost server
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,91 +40,32 @@ class _Flush:
     done: threading.Event
 
 
-_Op = _Write | _Flush | None  # None stops the writer
+_Op = Write | _Flush | None  # None stops the writer
 
 
-def _row(conn: sqlite3.Connection, key: _Key) -> int:
-    """The row id of a call, creating a bare row for a call not seen yet."""
-    found = conn.execute("SELECT id FROM calls WHERE carrier = ? AND call_id = ?", key).fetchone()
-    if found is not None:
-        return int(found[0])
-    cursor = conn.execute("INSERT INTO calls (carrier, call_id) VALUES (?, ?)", key)
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
-def _add_event(
-    conn: sqlite3.Connection, row: int, at: str, kind: str, step: str | None, data: object
-) -> None:
-    conn.execute(
-        "INSERT INTO call_events (call, seq, at, kind, step, data) VALUES"
-        " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call = ?), ?, ?, ?, ?)",
-        (row, row, at, kind, step, dump_json(data)),
-    )
-
-
-def _merge_vars(conn: sqlite3.Connection, row: int, values: dict[str, str]) -> None:
-    (text,) = conn.execute("SELECT variables FROM calls WHERE id = ?", (row,)).fetchone()
-    stored = load_json(text)
-    stored.update(values)
-    conn.execute("UPDATE calls SET variables = ? WHERE id = ?", (dump_json(stored), row))
-
-
-def _apply(conn: sqlite3.Connection, op: _Write) -> None:
-    row, at, data = _row(conn, op.key), stamp(op.at), op.data
-    if op.kind == "start":
-        restarted = conn.execute("SELECT started_at FROM calls WHERE id = ?", (row,)).fetchone()[0]
-        # A reconnect continues the row. The call is live again unless the carrier already
-        # reported its end; a row made by that report alone loses its "no-stream" outcome.
-        conn.execute(
-            "UPDATE calls SET direction = COALESCE(NULLIF(?, ''), direction),"
-            " from_number = COALESCE(NULLIF(?, ''), from_number),"
-            " to_number = COALESCE(NULLIF(?, ''), to_number), flow = COALESCE(NULLIF(?, ''), flow),"
-            " started_at = COALESCE(started_at, ?),"
-            " ended_at = CASE WHEN hangup_cause IS NULL THEN NULL ELSE ended_at END,"
-            " outcome = CASE WHEN hangup_cause IS NULL OR outcome = ? THEN NULL ELSE outcome END"
-            " WHERE id = ?",
-            (data["direction"], data["from"], data["to"], data["flow"], at, NO_STREAM, row),
-        )
-        _merge_vars(conn, row, data["variables"])
-        if restarted is not None:
-            _add_event(conn, row, at, "note", None, {"kind": "reconnected", "data": {}})
-    elif op.kind == "finish":
-        conn.execute(
-            "UPDATE calls SET outcome = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",
-            (data["outcome"], at, row),
-        )
-    elif op.kind == "hangup":
-        conn.execute(
-            "UPDATE calls SET hangup_cause = COALESCE(hangup_cause, ?),"
-            " duration = COALESCE(?, duration), ended_at = COALESCE(ended_at, ?),"
-            " outcome = COALESCE(outcome, CASE WHEN started_at IS NULL THEN ? END),"
-            " direction = COALESCE(direction, ?), from_number = COALESCE(from_number, ?),"
-            " to_number = COALESCE(to_number, ?) WHERE id = ?",
-            (data["cause"], data["duration"], at, NO_STREAM, data["direction"], data["from"],
-             data["to"], row),
-        )  # fmt: skip
-        if data.get("variables"):
-            _merge_vars(conn, row, data["variables"])
-    else:
-        if op.kind == "vars":
-            _merge_vars(conn, row, data["values"])
-        _add_event(conn, row, at, op.kind, op.step, data)
+class _Lost(Exception):
+    """The database server cannot be reached; the batch was not (or may not have been) written."""
 
 
 class Writer:
     """The writer thread of one call log, started at once; `close()` writes out and stops it.
 
     States: running, then closed (`close` once; changes submitted after it are dropped with a
-    warning).
+    warning). `where` names the database in log lines (a path, or a URL without its password).
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self.path = path
-        self._conn = conn
+    def __init__(self, db: Db, where: str) -> None:
+        self.where = where
+        self._db = db
         self._lock = threading.Lock()
         self.closed = False
+        self._closed_at = 0.0
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._waiting = 0  # changes queued and not yet written (or dropped)
+        self._dropped = 0  # changes dropped in this outage, for the line that ends it
+        self._outage: str | None = None  # why the server cannot be reached, while it cannot
+        self._outage_since = 0.0
+        self._abandoned = False  # closing with the server away: what still waits is dropped
         self._thread = threading.Thread(target=self._loop, name="calllog-writer", daemon=True)
         self._thread.start()
 
@@ -140,6 +73,14 @@ class Writer:
     def stopped(self) -> bool:
         """The thread has ended: nothing more will be written."""
         return not self._thread.is_alive()
+
+    @property
+    def degraded(self) -> str | None:
+        """Why records are not reaching the database now, or None when they are."""
+        outage = self._outage
+        if outage is None:
+            return None
+        return f"call log: cannot reach {self.where} ({outage}); {self._waiting} records waiting"
 
     def submit(
         self,
@@ -150,12 +91,22 @@ class Writer:
         data: dict[str, Any] | None = None,
     ) -> None:
         """Queue one change to the call `key` (carrier, call_id). Never blocks."""
-        op = _Write(key, at, kind, step, {} if data is None else data)
+        op = Write(key, at, kind, step, {} if data is None else data)
         with self._lock:
             if self.closed:
                 what = f"{op.kind} of call {op.key[1]}"
-                logger.warning("call log %s is closed: dropped the %s", self.path, what)
+                logger.warning("call log %s is closed: dropped the %s", self.where, what)
                 return
+            if self._waiting >= MAX_WAITING:
+                self._dropped += 1
+                if self._dropped == 1:
+                    logger.error(
+                        "call log %s: %d records wait for the database; dropping new ones "
+                        "until it is back (first dropped: the %s of call %s)",
+                        self.where, self._waiting, op.kind, op.key[1],
+                    )  # fmt: skip
+                return
+            self._waiting += 1
             self._queue.put(op)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -174,12 +125,13 @@ class Writer:
             if self.closed:
                 return False
             self.closed = True
+            self._closed_at = time.monotonic()
             self._queue.put(None)
-        self._thread.join(timeout=BUSY_TIMEOUT_S * 4)
+        self._thread.join(timeout=BUSY_TIMEOUT_S * 4 + CLOSE_GRACE_S)
         if self.stopped:
-            self._conn.close()
+            self._db.close()
         else:
-            logger.error("call log %s: the writer did not finish in time", self.path)
+            logger.error("call log %s: the writer did not finish in time", self.where)
         return True
 
     def _loop(self) -> None:
@@ -191,35 +143,96 @@ class Writer:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._commit([op for op in batch if isinstance(op, _Write)])
+            writes = [op for op in batch if isinstance(op, Write)]
+            if writes:
+                self._write(writes)
+                with self._lock:
+                    self._waiting -= len(writes)
             for op in batch:
                 if isinstance(op, _Flush):
                     op.done.set()
                 stopping = stopping or op is None
+        with self._lock:
+            dropped = self._dropped
+        if self._abandoned and dropped:
+            logger.error("call log %s: closed while the database could not be reached: %d "
+                         "records were dropped", self.where, dropped)  # fmt: skip
 
-    def _commit(self, writes: Sequence[_Write]) -> None:
-        if not writes:
-            return
-        conn = self._conn
-        for attempt in range(_LOCK_ATTEMPTS):  # each attempt waits out the busy timeout
+    def _write(self, writes: Sequence[Write]) -> None:
+        """Commit `writes` once, however many attempts it takes the server to come back."""
+        batch = uuid.uuid4().hex  # the same id on every attempt: a re-sent batch is skipped
+        pause = _FIRST_PAUSE_S
+        while not self._abandoned:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.Error as exc:
-                logger.warning("call log %s: cannot write (%s), attempt %d", self.path, exc,
-                               attempt + 1)  # fmt: skip
-        else:
-            logger.error("call log %s: dropped %d records", self.path, len(writes))
-            return
-        try:
-            for op in writes:
-                _apply(conn, op)
-            conn.execute("COMMIT")
-        except Exception:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if len(writes) > 1:  # keep the good rows: write them one by one
+                written = self._attempt(writes, batch)
+            except _Lost as lost:
+                self._lost(str(lost))
+                time.sleep(pause)
+                pause = min(pause * 2, _MAX_PAUSE_S)
+                self._reconnect()
+                continue
+            self._back()
+            if not written:  # keep the good rows: write them one by one
                 for op in writes:
-                    self._commit([op])
+                    self._write([op])
+            return
+        with self._lock:
+            self._dropped += len(writes)
+
+    def _attempt(self, writes: Sequence[Write], batch: str) -> bool:
+        """One transaction; False when a record among several could not be written (a single
+        one is logged and given up). Raises `_Lost`."""
+        db = self._db
+        try:
+            db.begin_write()
+        except Exception as exc:
+            if db.lost(exc):
+                raise _Lost(db.describe(exc)) from exc
+            logger.error("call log %s: dropped %d records (%s)", self.where, len(writes), exc)
+            return True  # waited out: not a bad record, and not to be tried row by row
+        try:
+            if db.claim(batch):
+                for op in writes:
+                    apply(db, op)
+            db.commit()
+            return True
+        except Exception as exc:
+            db.rollback()
+            if db.lost(exc):
+                raise _Lost(db.describe(exc)) from exc
+            if len(writes) == 1:
+                logger.exception("call log %s: could not record %r", self.where, writes[0])
+                return True
+            return False
+
+    def _lost(self, why: str) -> None:
+        if self._outage is None:
+            self._outage_since = time.monotonic()
+            logger.warning("call log %s: cannot reach the database (%s): records wait and "
+                           "are retried", self.where, why)  # fmt: skip
+        self._outage = why
+        if self.closed and time.monotonic() - self._closed_at > CLOSE_GRACE_S:
+            self._abandoned = True
+
+    def _reconnect(self) -> None:
+        try:
+            self._db.reconnect()
+        except Exception as exc:
+            if self._db.lost(exc):
+                self._outage = self._db.describe(exc)
             else:
-                logger.exception("call log %s: could not record %r", self.path, writes[0])
+                logger.exception("call log %s: cannot reconnect", self.where)
+
+    def _back(self) -> None:
+        if self._outage is None:
+            return
+        took = time.monotonic() - self._outage_since
+        self._outage = None
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            logger.error("call log %s: the database is back after %.0f s; %d records were "
+                         "dropped meanwhile", self.where, took, dropped)  # fmt: skip
+        else:
+            logger.warning("call log %s: the database is back after %.0f s; nothing was lost",
+                           self.where, took)  # fmt: skip

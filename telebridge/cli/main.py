@@ -211,6 +211,8 @@ def cmd_calls(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         records = log.list_calls(since=since, limit=args.limit)
+    except calllog.CallLogError as exc:  # a database server lost since it was opened
+        raise UsageError(str(exc)) from None
     finally:
         log.close()
     if args.json:

@@ -1,5 +1,6 @@
 """The operators' routes: `/healthz` (the process answers), `/readyz` (it can take calls, and why
-not) and `/metrics` (the bridge's Prometheus figures)."""
+not, and what works only in part: a call log whose database is away) and `/metrics` (the
+bridge's Prometheus figures)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,22 @@ async def healthz(request: Request) -> Response:
 
 
 def ops_routes(bridge: Bridge) -> list[BaseRoute]:
+    def degraded() -> dict[str, list[str]]:
+        # What works, but not fully: calls go on and the bridge stays ready.
+        why = bridge.calllog.degraded if bridge.calllog is not None else None
+        return {"degraded": [why]} if why else {}
+
     async def readyz(request: Request) -> Response:
         if bridge.ready:
-            return JSONResponse({"status": "ready", "calls": len(bridge.calls)})
+            return JSONResponse({"status": "ready", "calls": len(bridge.calls), **degraded()})
         if bridge.draining:
             reason = "draining"
         elif bridge.guard is not None and bridge.guard.state == "refused":
             reason = "waves refuses the key"
         else:
             reason = "waves failing"
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        body = {"status": "unavailable", "reason": reason, **degraded()}
+        return JSONResponse(body, status_code=503)
 
     async def metrics(request: Request) -> Response:
         return Response(bridge.metrics.render(), media_type="text/plain; version=0.0.4")

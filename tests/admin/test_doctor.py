@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.admin.doctor import Check, check_public_url, check_secret, diagnose, format_table
+from telebridge.admin.doctor import (
+    Check,
+    check_calllog,
+    check_public_url,
+    check_secret,
+    diagnose,
+    format_table,
+)
+from telebridge.calllog import CallLog
 from telebridge.settings import load_settings
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
 from telebridge.simulator.fake_vonage_api import VonageApiFake
 from telebridge.tts.standin import StandinServer
+from tests.flows.fakes import unused_port
 from tests.outbound.test_placing import (
     AUTH_ID,
     AUTH_TOKEN,
@@ -261,3 +270,19 @@ def test_signing_keys_need_a_secret_or_a_credential_every_process_has() -> None:
                  vonage_signature_secret="vonage-signature-secret-of-40-characters")  # fmt: skip
     assert both == Check("signing keys", True, "TELEBRIDGE_SECRET is not set: derived, plivo from "
                          "PLIVO_AUTH_TOKEN, vonage from VONAGE_SIGNATURE_SECRET")  # fmt: skip
+
+
+def test_a_postgresql_call_log_is_reached(pg_url: str) -> None:
+    check = check_calllog(load_settings(None, telebridge_db=pg_url))
+    assert check.ok and "PostgreSQL" in check.detail
+    CallLog(pg_url).close()
+    check = check_calllog(load_settings(None, telebridge_db=pg_url))
+    assert check.ok and "schema 1" in check.detail
+
+
+def test_an_unreachable_postgresql_call_log_is_to_fix() -> None:
+    url = f"postgresql://bridge:hunter2-secret@127.0.0.1:{unused_port()}/calls"
+    check = check_calllog(load_settings(None, telebridge_db=url))
+    assert not check.ok
+    assert check.detail.startswith("TELEBRIDGE_DB: cannot use postgresql://bridge:***@")
+    assert "hunter2" not in check.detail

@@ -1,5 +1,5 @@
 """Shared helpers of the call log tests: a settable clock, a sample call, polling and
-reading the file through a plain connection."""
+reading the database through a plain connection (SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 CALL: dict[str, Any] = {
     "carrier": "plivo",
@@ -19,6 +21,7 @@ CALL: dict[str, Any] = {
     "to_number": "+15550002222",
     "flow": "demo",
 }
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 class Clock:
@@ -42,9 +45,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def count(path: Path, sql: str) -> int:
+def count(target: Path | str, sql: str) -> int:
     """Read through a separate plain connection, as another process would."""
-    conn = sqlite3.connect(path)
+    if isinstance(target, str):
+        import psycopg
+
+        with psycopg.connect(target) as pg:
+            found = pg.execute(sql).fetchone()
+            assert found is not None
+            return int(found[0])
+    conn = sqlite3.connect(target)
     try:
         return int(conn.execute(sql).fetchone()[0])
     finally:

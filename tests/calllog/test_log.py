@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from telebridge.calllog import NO_STREAM, CallLog
 from telebridge.flows.loader import parse_flow
 from telebridge.flows.ports import AgentEnd, AgentLink
 from telebridge.flows.runner import FlowRecorder, FlowRunner, SpeechOverrides
-from tests.calllog.support import CALL, Clock, count
+from tests.calllog.support import CALL, T0, Clock, count
 
 # --- recording ----------------------------------------------------------------------------
 
@@ -183,7 +184,7 @@ def test_a_call_that_never_streamed_gets_a_row_from_its_hangup(log: CallLog) -> 
     assert log.get("plivo", "v-9") is None  # the key is carrier and call id
 
 
-def test_a_reconnect_continues_the_same_row(log: CallLog, db: Path, clock: Clock) -> None:
+def test_a_reconnect_continues_the_same_row(log: CallLog, target: Path | str, clock: Clock) -> None:
     first = log.start_call(**CALL, variables={"caller": "+15550001111"})
     first.step_entered("menu")
     first.vars_set({"tries": "1"})
@@ -205,7 +206,7 @@ def test_a_reconnect_continues_the_same_row(log: CallLog, db: Path, clock: Clock
     assert record.started_at == "2024-05-01T09:00:00.000Z"
     assert (record.outcome, record.ended_at) == ("hangup", "2024-05-01T09:00:12.000Z")
     assert [n["kind"] for n in record.notes] == ["reconnected"]
-    assert count(db, "SELECT COUNT(*) FROM calls") == 1
+    assert count(target, "SELECT COUNT(*) FROM calls") == 1
     # The same call id on another carrier is another call.
     log.start_call(**CALL | {"carrier": "vonage"})
     assert len(log.list_calls()) == 2
@@ -216,3 +217,49 @@ def test_finish_twice_is_a_bug(log: CallLog) -> None:
     recorder.finish("hangup")
     with pytest.raises(RuntimeError, match="finish"):
         recorder.finish("hangup")
+
+
+def test_list_calls_filters_by_time_carrier_flow_and_outcome_prefix(
+    log: CallLog, clock: Clock
+) -> None:
+    calls = [
+        ("plivo", "a", "demo", "hangup"),
+        ("vonage", "b", "demo", "caller-hangup"),
+        ("plivo", "c", "survey", "hangup_50%_done"),  # LIKE's wildcards, matched literally
+        ("plivo", "d", "demo", "error:tts"),
+    ]
+    for carrier, call_id, flow, outcome in calls:
+        recorder = log.start_call(**{**CALL, "carrier": carrier, "call_id": call_id, "flow": flow})
+        recorder.finish(outcome)
+        clock.advance(60)
+
+    def ids(**filters: Any) -> list[str]:
+        return [r.call_id for r in log.list_calls(**filters)]
+
+    assert ids() == ["a", "b", "c", "d"]
+    assert ids(carrier="plivo") == ["a", "c", "d"]
+    assert ids(flow="demo", carrier="plivo") == ["a", "d"]
+    assert ids(outcome="hangup") == ["a", "c"]
+    assert ids(outcome="hangup_5") == ["c"]
+    assert ids(outcome="hangup%") == []
+    assert ids(since=T0 + timedelta(seconds=60), until=T0 + timedelta(seconds=180)) == ["b", "c"]
+    assert ids(limit=2) == ["c", "d"]
+
+
+def test_a_timeline_is_every_event_in_time_order(log: CallLog, clock: Clock) -> None:
+    assert log.timeline("plivo", CALL["call_id"]) is None
+    recorder = log.start_call(**CALL)
+    clock.advance(1)
+    recorder.step_entered("menu")
+    recorder.note("prompt", text="Press 1.", utterance=1)
+    clock.advance(1)
+    recorder.digits_collected("menu", "1")
+    recorder.finish("hangup")
+    found = log.timeline("plivo", CALL["call_id"])
+    assert found is not None
+    assert [(e["kind"], e["step"]) for e in found] == [
+        ("started", None), ("step", "menu"), ("note", "menu"), ("digits", "menu"), ("ended", None)
+    ]  # fmt: skip
+    assert found[2]["note"] == "prompt" and found[2]["data"] == {"text": "Press 1.", "utterance": 1}
+    assert found[3]["digits"] == "1" and found[-1]["outcome"] == "hangup"
+    assert [e["at"] for e in found] == sorted(e["at"] for e in found)

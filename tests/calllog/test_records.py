@@ -49,3 +49,17 @@ def test_list_calls_filters(
 def test_get_of_an_unknown_call_is_none(log: CallLog) -> None:
     assert log.get("plivo", "nope") is None
     assert log.list_calls() == []
+
+
+def test_find_by_variable_matches_the_value_carrier_and_time(log: CallLog, clock: Clock) -> None:
+    log.start_call(**CALL | {"call_id": "a"}, variables={"attempt": "A-1", "other": "x"})
+    clock.advance(3600)
+    log.record_hangup("vonage", "b", "busy", 0, variables={"attempt": "A-1"})
+    clock.advance(3600)
+    log.start_call(**CALL | {"call_id": "c"}, variables={"attempt": "A-2"})
+    assert [r.call_id for r in log.find_by_variable("attempt", "A-1")] == ["a", "b"]
+    assert [r.call_id for r in log.find_by_variable("attempt", "A-1", carrier="vonage")] == ["b"]
+    later = T0 + timedelta(minutes=30)
+    assert [r.call_id for r in log.find_by_variable("attempt", "A-1", since=later)] == ["b"]
+    assert log.find_by_variable("attempt", "A-3") == []
+    assert log.find_by_variable("missing", "x") == []

@@ -39,13 +39,13 @@ def test_open_creates_the_schema_in_wal_mode_and_reopening_changes_nothing(db: P
         conn.close()
 
 
-def test_two_logs_opening_a_new_file_at_once_both_succeed(db: Path) -> None:
+def test_two_logs_opening_a_new_database_at_once_both_succeed(target: Path | str) -> None:
     logs: list[CallLog] = []
     errors: list[BaseException] = []
 
     def open_one() -> None:
         try:
-            logs.append(CallLog(db))
+            logs.append(CallLog(target))
         except BaseException as exc:
             errors.append(exc)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from telebridge.calllog import CallLog
-from tests.calllog.support import CALL, count, wait_until
+from tests.calllog.support import CALL, SQLITE_ONLY, count, wait_until
 
 
 def test_one_bad_record_does_not_lose_the_others(
@@ -36,9 +36,9 @@ def test_one_bad_record_does_not_lose_the_others(
 
 
 def test_records_after_close_are_dropped_with_a_warning(
-    db: Path, caplog: pytest.LogCaptureFixture
+    target: Path | str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log = CallLog(db)
+    log = CallLog(target)
     recorder = log.start_call(**CALL)
     log.close()
     log.close()  # idempotent
@@ -47,23 +47,23 @@ def test_records_after_close_are_dropped_with_a_warning(
     assert any("closed" in r.getMessage() for r in caplog.records)
     with pytest.raises(RuntimeError, match="closed"):
         log.list_calls()
-    assert count(db, "SELECT COUNT(*) FROM call_events") == 0
+    assert count(target, "SELECT COUNT(*) FROM call_events") == 0
 
 
 # --- durability and sharing ---------------------------------------------------------------
 
 
-def test_records_reach_the_disk_without_flush_or_close(log: CallLog, db: Path) -> None:
+def test_records_reach_the_disk_without_flush_or_close(log: CallLog, target: Path | str) -> None:
     recorder = log.start_call(**CALL)
     recorder.step_entered("menu")
     recorder.digits_collected("menu", "1")
     # No flush, no read through the log: another connection sees the rows on its own.
-    wait_until(lambda: count(db, "SELECT COUNT(*) FROM call_events") == 2)
-    assert count(db, "SELECT COUNT(*) FROM calls WHERE call_id = 'c-1'") == 1
+    wait_until(lambda: count(target, "SELECT COUNT(*) FROM call_events") == 2)
+    assert count(target, "SELECT COUNT(*) FROM calls WHERE call_id = 'c-1'") == 1
 
 
-def test_everything_recorded_is_on_disk_after_close(db: Path) -> None:
-    log = CallLog(db)
+def test_everything_recorded_is_on_disk_after_close(target: Path | str) -> None:
+    log = CallLog(target)
     recorders = [log.start_call(**CALL | {"call_id": f"c-{n}"}) for n in range(20)]
     for i in range(100):
         for recorder in recorders:
@@ -71,9 +71,9 @@ def test_everything_recorded_is_on_disk_after_close(db: Path) -> None:
     for recorder in recorders:
         recorder.finish("hangup")
     log.close()
-    assert count(db, "SELECT COUNT(*) FROM call_events") == 2000
-    assert count(db, "SELECT COUNT(*) FROM calls WHERE outcome = 'hangup'") == 20
-    with CallLog(db) as reopened:
+    assert count(target, "SELECT COUNT(*) FROM call_events") == 2000
+    assert count(target, "SELECT COUNT(*) FROM calls WHERE outcome = 'hangup'") == 20
+    with CallLog(target) as reopened:
         record = reopened.get("plivo", "c-7")
     assert record is not None
     assert record.steps == [f"s{i}" for i in range(100)]
@@ -93,21 +93,22 @@ time.sleep(60)
 """
 
 
-def test_a_killed_server_loses_nothing_it_recorded(db: Path) -> None:
+def test_a_killed_server_loses_nothing_it_recorded(target: Path | str) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_SERVER, str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CRASHING_SERVER, str(target)], stdout=subprocess.PIPE, text=True
     )
+    on_disk = Path(target).exists if isinstance(target, Path) else lambda: True
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "recorded"
-        wait_until(lambda: db.exists() and count(db, "SELECT COUNT(*) FROM call_events") == 3)
+        wait_until(lambda: on_disk() and count(target, "SELECT COUNT(*) FROM call_events") == 3)
     finally:
         os.kill(child.pid, signal.SIGKILL)  # no close(), no atexit: a crash
         child.wait()
         assert child.stdout is not None
         child.stdout.close()
     assert child.returncode == -signal.SIGKILL
-    with CallLog(db) as log:
+    with CallLog(target) as log:
         record = log.get("plivo", "crash")
     assert record is not None
     assert (record.steps, record.digits, record.variables) == (
@@ -117,6 +118,7 @@ def test_a_killed_server_loses_nothing_it_recorded(db: Path) -> None:
     )
 
 
+@SQLITE_ONLY
 def test_a_reader_in_another_connection_does_not_stop_the_writer(log: CallLog, db: Path) -> None:
     reader = sqlite3.connect(db, isolation_level=None)
     try:
@@ -133,6 +135,7 @@ def test_a_reader_in_another_connection_does_not_stop_the_writer(log: CallLog, d
         reader.close()
 
 
+@SQLITE_ONLY
 def test_a_short_write_lock_elsewhere_is_waited_out(log: CallLog, db: Path) -> None:
     other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     try:

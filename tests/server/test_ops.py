@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 from starlette.applications import Starlette
 
+from telebridge.calllog import CallLog
 from telebridge.server import Bridge
 from telebridge.server.ops import ops_routes
 from telebridge.settings import Settings
 from telebridge.tts import Synthesizer
 from telebridge.tts.errors import WavesAuthError
 from telebridge.tts.guard import WavesGuard
+from tests.calllog.support import wait_until
+from tests.servers.postgres import PostgresServer
 
 FLOWS = Path(__file__).resolve().parents[2] / "config" / "flows"
 
@@ -55,6 +59,27 @@ async def test_readyz_names_a_refused_key_and_failing_waves() -> None:
     bridge.guard = WavesGuard(cast(Synthesizer, object()), max_in_flight=1, queue_timeout=1.0)
     bridge.guard.observe_failure(WavesAuthError("401"))
     assert (await get(bridge, "/readyz")).json()["reason"] == "waves refuses the key"
+
+
+async def test_readyz_says_the_call_log_is_degraded_while_its_database_is_away(
+    pg_url: str, postgres_server: PostgresServer
+) -> None:
+    bridge = make_bridge()
+    bridge.calllog = log = CallLog(pg_url)
+    try:
+        assert "degraded" not in (await get(bridge, "/readyz")).json()
+        postgres_server.stop()
+        log.record_hangup("plivo", "c-1", "busy")
+        await asyncio.to_thread(wait_until, lambda: log.degraded is not None)
+        ready = await get(bridge, "/readyz")
+        assert ready.status_code == 200  # calls go on; their records wait
+        [why] = ready.json()["degraded"]
+        assert why.startswith("call log: cannot reach postgresql://")
+        postgres_server.start()
+        await asyncio.to_thread(wait_until, lambda: log.degraded is None, 15)
+        assert (await get(bridge, "/readyz")).json() == {"status": "ready", "calls": 0}
+    finally:
+        log.close()
 
 
 async def test_metrics_are_prometheus_text() -> None:
