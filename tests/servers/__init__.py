@@ -1,1 +1,1 @@
-"""Real servers the tests start for themselves (PostgreSQL), private to the test session."""
+"""Real servers the tests start for themselves (PostgreSQL, Redis), private to the test session."""
