@@ -69,15 +69,25 @@ def _wait_for(settings: Settings, carrier: str, attempt: str, request_id: str, l
     except calllog.CallLogError as exc:
         raise UsageError(str(exc)) from None
     deadline = time.monotonic() + limit
+    unreadable: calllog.CallLogError | None = None  # the database is away: wait for it
     try:
         while time.monotonic() < deadline:
-            record = outbound.find_call(log, carrier, attempt, request_id)
-            verdict = outbound.verdict_of(record) if record is not None else None
-            if verdict is not None:
-                return verdict
+            try:
+                record = outbound.find_call(log, carrier, attempt, request_id)
+            except calllog.CallLogError as exc:
+                if unreadable is None:
+                    print(f"telebridge: {exc}; waiting for it", file=sys.stderr)
+                unreadable = exc
+            else:
+                unreadable = None
+                verdict = outbound.verdict_of(record) if record is not None else None
+                if verdict is not None:
+                    return verdict
             time.sleep(1.0)
     finally:
         log.close()
+    if unreadable is not None:
+        return outbound.Verdict(outbound.UNKNOWN, detail=f"could not read it: {unreadable}")
     return outbound.Verdict(
         outbound.UNKNOWN, detail=f"no outcome in the call log after {limit:g} s"
     )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from telebridge.calllog import CallLog, CallRecord
+from telebridge.calllog import CallLog, CallLogError, CallRecord
 from telebridge.outbound.campaign_csv import Row, read_list
 from telebridge.outbound.campaign_plan import DEFAULT_RATE, CampaignError, Plan
 from telebridge.outbound.campaign_state import Attempt, CampaignState, state_path_for
@@ -103,6 +103,7 @@ class CampaignRunner:
         self.progress: ProgressSink = progress or _Silent()
         self.poll_interval = poll_interval
         self._watch: dict[str, _Watch] = {}
+        self._log_away = False  # the last read of the call log failed
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_create = 0.0  # loop time before which no call may be created
         self._fatal: CampaignError | None = None
@@ -243,7 +244,18 @@ class CampaignRunner:
                 for w in watched
             ]
 
-        records = await asyncio.to_thread(read)
+        try:
+            records = await asyncio.to_thread(read)
+        except CallLogError as exc:
+            # The database is away (a PostgreSQL restart): the outcomes wait in it, and calls
+            # placed meanwhile are written there once the bridge's log catches up. Ask again.
+            if not self._log_away:
+                logger.warning("campaign: %s; waiting for it", exc)
+                self._log_away = True
+            return
+        if self._log_away:
+            logger.info("campaign: the call log is readable again")
+            self._log_away = False
         now = time.time()
         for watch, record in zip(watched, records, strict=True):
             verdict = verdict_of(record) if record is not None else None
