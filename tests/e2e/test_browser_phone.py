@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,9 @@ from telebridge.calllog.records import CallRecord
 from telebridge.carriers.browser import FRAME_BYTES, FRAMES_PER_MESSAGE
 from telebridge.simulator.bridge import LocalBridge
 from telebridge.tokens import StreamGrant
+from telebridge.tts.standin import render
 from tests.e2e.conftest import MakeBridge, l16_of
+from tests.e2e.test_agent import SECRET, AgentSide, FakeAgent, write_flow
 
 CALLS = "/console/api/phone/calls"
 GREETING = "Hello from the test line."
@@ -294,3 +297,45 @@ async def test_without_the_console_the_phone_cannot_create_calls(
     refused = await lb.http.post(lb.url + CALLS, json={})
     assert refused.status_code == 403
     assert lb.bridge is not None and lb.bridge.pending == {}
+
+
+async def test_the_page_s_microphone_is_what_an_agent_step_hears(
+    make_bridge: MakeBridge, tmp_path: Path
+) -> None:
+    async with FakeAgent() as agent:
+        flows = tmp_path / "flows"
+        flows.mkdir()
+        write_flow(flows, agent.port)
+        lb = await make_bridge(
+            telebridge_console="local",
+            telebridge_flows_dir=flows,
+            telebridge_flow="agent",
+            telebridge_agent_secret=SECRET,
+        )
+        voice = render("one two three four", sample_rate=16000)
+        voice = voice[: len(voice) // FRAME_BYTES * FRAME_BYTES]
+
+        async def handler(side: AgentSide) -> None:
+            start = side.received[0]  # FakeAgent waited for it
+            assert start["carrier"] == "browser" and start["audio"] == {
+                "encoding": "pcm16",
+                "rate": 16000,
+            }
+            await wait_for(lambda: bytes(voice[-FRAME_BYTES * 10 :]) in side.audio, "the voice")
+            await side.send(type="next", vars={"topic": "the microphone"})
+
+        agent.handler = handler
+        created = await create_call(lb)
+        async with connect(ws_url(lb, created["stream"])) as ws:
+            page = Page(ws)
+            await ws.send(json.dumps({"event": "start", "call_id": created["call_id"]}))
+            await wait_for(lambda: agent.sides, "the agent step")
+            for at in range(0, len(voice), FRAME_BYTES):  # as the page's worklet: 20 ms frames
+                await ws.send(voice[at : at + FRAME_BYTES])
+                await asyncio.sleep(0.02)
+            assert await page.ended() == 1000
+        side = agent.sides[0]
+        assert len(side.audio) % FRAME_BYTES == 0
+        at = bytes(side.audio).find(voice[-FRAME_BYTES * 10 :])
+        assert at >= 0 and at % FRAME_BYTES == 0
+        assert bytes(page.heard).endswith(l16_of("Back in the flow, the microphone.", 16000))
