@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic_settings import (
 DEFAULT_WAVES_URL = "wss://api.smallest.ai/waves/v1/tts/live"
 # TELEBRIDGE_DB given as one of these is a PostgreSQL database (kept as text), else a file path.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(Exception):
@@ -95,6 +97,10 @@ class Settings(BaseSettings):
     telebridge_flows_dir: Path = Path("config/flows")
     # The call log: an SQLite file (a path) or a PostgreSQL URL (text, see _db_path_or_url).
     telebridge_db: Path | str = Path("telebridge.db")
+    # Joins processes into one cluster through this Redis (server/cluster_link.py); unset: alone.
+    telebridge_redis_url: SecretStr | None = None
+    # This process's name in the cluster; unset: hostname-pid (see `process_id`).
+    telebridge_process_id: str | None = None
     # Key material for stream tokens and call variables (tokens.Keys). Unset: carrier credentials.
     telebridge_secret: SecretStr | None = None
     telebridge_token_ttl: float = Field(120.0, gt=0, le=3600)
@@ -210,6 +216,29 @@ class Settings(BaseSettings):
             )
         return Path(value)
 
+    @field_validator("telebridge_redis_url", mode="before")
+    @classmethod
+    def _redis_url_scheme(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and not text.startswith(REDIS_SCHEMES):
+            scheme, sep, _ = text.partition("://")
+            shown = f"{scheme}://" if sep else "this value"  # never echo the rest: a password
+            raise ValueError(
+                f"{shown} is not a Redis URL: give redis://host:6379/0 (or rediss://, unix://)"
+            )
+        return value
+
+    @field_validator("telebridge_process_id", mode="before")
+    @classmethod
+    def _process_id_shape(cls, value: object) -> object:
+        if value == "":
+            return None
+        if isinstance(value, str) and (":" in value or any(c.isspace() for c in value)):
+            raise ValueError("must be a name without ':' or spaces, e.g. bridge-1")
+        return value
+
     @field_validator("telebridge_cache_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -257,6 +286,14 @@ class Settings(BaseSettings):
     @property
     def vonage_enabled(self) -> bool:
         return bool(self.vonage_signature_secret or self.vonage_allow_unsigned)
+
+    @property
+    def process_id(self) -> str:
+        """This process's name in the cluster: TELEBRIDGE_PROCESS_ID, else hostname-pid."""
+        if self.telebridge_process_id:
+            return self.telebridge_process_id
+        host = socket.gethostname().replace(":", "-") or "telebridge"
+        return f"{host}-{os.getpid()}"
 
     @property
     def uses_standin(self) -> bool:

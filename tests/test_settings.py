@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,11 @@ VALUES: dict[str, tuple[str, object]] = {
     "TELEBRIDGE_FLOWS_DIR": ("/srv/flows", Path("/srv/flows")),
     "TELEBRIDGE_NUMBERS": ('{"+14155550100":"sales"}', {"+14155550100": "sales"}),
     "TELEBRIDGE_DB": ("/var/lib/telebridge/calls.db", Path("/var/lib/telebridge/calls.db")),
+    "TELEBRIDGE_REDIS_URL": (
+        "redis://:pw@redis.internal:6379/1",
+        "redis://:pw@redis.internal:6379/1",
+    ),
+    "TELEBRIDGE_PROCESS_ID": ("bridge-7", "bridge-7"),
     "TELEBRIDGE_SECRET": ("0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
     "TELEBRIDGE_TOKEN_TTL": ("60", 60.0),
     "TELEBRIDGE_MAX_LEAD_MS": ("500", 500),
@@ -221,6 +227,8 @@ def test_an_empty_value_is_the_default(
         ("TELEBRIDGE_NUMBERS", '["+14155550100"]'),
         ("TELEBRIDGE_NUMBERS", '{"+14155550100": 7}'),
         ("TELEBRIDGE_DB", "mysql://bridge:secret@db/calls"),
+        ("TELEBRIDGE_REDIS_URL", "http://redis.internal:6379"),
+        ("TELEBRIDGE_PROCESS_ID", "host:1"),
     ],
 )
 def test_a_bad_value_from_the_environment_names_the_setting(
@@ -249,6 +257,33 @@ def test_another_database_url_is_refused_without_its_password(
         load_settings()
     assert str(caught.value).startswith("TELEBRIDGE_DB: mysql:// is not a database")
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://:secret@127.0.0.1:6379/0", "rediss://redis.internal:6380/2", "unix:///run/r.sock"],
+)
+def test_a_redis_url_is_taken(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEBRIDGE_REDIS_URL", url)
+    found = load_settings().telebridge_redis_url
+    assert found is not None and found.get_secret_value() == url
+
+
+def test_another_redis_url_is_refused_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TELEBRIDGE_REDIS_URL", "memcached://user:hunter2@cache:11211")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("TELEBRIDGE_REDIS_URL: memcached:// is not a Redis URL")
+    assert "hunter2" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_process_id_defaults_to_the_host_and_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().process_id == f"{socket.gethostname()}-{os.getpid()}"
+    monkeypatch.setenv("TELEBRIDGE_PROCESS_ID", "bridge-2")
+    assert load_settings().process_id == "bridge-2"
 
 
 # --- the Vonage private key ---------------------------------------------------------------------

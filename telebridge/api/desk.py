@@ -16,15 +16,16 @@ class CallDesk(Protocol):
         """Have the carrier place `call`; the created call as the API shows it."""
         ...
 
-    def live_calls(self) -> list[dict[str, Any]]:
-        """The calls in progress here (and those placed here and not answered yet)."""
+    async def live_calls(self) -> list[dict[str, Any]]:
+        """The calls in progress here, or in a cluster on any of its processes (and those placed
+        here and not answered yet)."""
         ...
 
     async def find(self, call_id: str) -> dict[str, Any] | None:
         """One call, live or from the call log, by the carrier's id or the id `place` gave."""
         ...
 
-    def say(self, call_id: str, request: Say) -> None:
+    async def say(self, call_id: str, request: Say) -> None:
         """Queue speech on a live call."""
         ...
 

@@ -152,7 +152,7 @@ def api_routes(desk: CallDesk, keys: ApiKeys | None, limiter: RateLimiter) -> li
         return _json(answer.status, answer.body, headers)
 
     async def list_calls(call: Call) -> Response:
-        return _json(200, {"calls": desk.live_calls()})
+        return _json(200, {"calls": await desk.live_calls()})
 
     async def one_call(call: Call) -> Response:
         found = await desk.find(call.call_id)
@@ -162,7 +162,7 @@ def api_routes(desk: CallDesk, keys: ApiKeys | None, limiter: RateLimiter) -> li
 
     async def say(call: Call) -> Response:
         request = bodies.say(call.body)
-        desk.say(call.call_id, request)
+        await desk.say(call.call_id, request)
         return _json(202, {"call_id": call.call_id, "status": "queued"})
 
     async def hangup(call: Call) -> Response:

@@ -8,6 +8,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import sys
 from collections.abc import Sequence
@@ -52,7 +53,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         problems = "; ".join(str(p) for p in exc.problems)
         raise UsageError(f"refusing to start, a flow has errors: {problems}") from None
     sock = _listen(settings.telebridge_host, settings.telebridge_port)
-    try:  # before serving: an unusable call log is one line and exit 2
+    try:  # before serving: an unusable call log or cluster is one line and exit 2
+        _check_cluster(settings)
         bridge.calllog = _open_calllog(settings)
     except BaseException:
         sock.close()
@@ -85,6 +87,20 @@ def _open_calllog(settings: Settings) -> CallLog:
     try:
         return CallLog.from_settings(settings)
     except CallLogError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_cluster(settings: Settings) -> None:
+    """Join the cluster once and leave: Redis unreachable at start is one line naming the setting
+    (the app's lifespan joins it for good)."""
+    if settings.telebridge_redis_url is None:
+        return
+    from telebridge.cluster import ClusterUnavailable
+    from telebridge.server.cluster_link import check_cluster
+
+    try:
+        asyncio.run(check_cluster(settings))
+    except ClusterUnavailable as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -107,7 +107,7 @@ def console_routes(
         return _file(path)
 
     async def live(request: Request) -> Response:
-        return JSONResponse(feed.snapshot(desk.live_calls()))
+        return JSONResponse(feed.snapshot(await desk.live_calls()))
 
     async def events(request: Request) -> Response:
         return StreamingResponse(
@@ -152,7 +152,7 @@ def console_routes(
     async def say(request: Request) -> Response:
         call_id = _ids(request, "call_id")
         asked = bodies.say(await _json_body(request))
-        desk.say(call_id, asked)
+        await desk.say(call_id, asked)
         return JSONResponse({"call_id": call_id, "status": "queued"}, 202)
 
     async def hangup(request: Request) -> Response:
@@ -255,7 +255,7 @@ async def _event_stream(host: ConsoleHost, desk: CallDesk, feed: LiveFeed) -> As
     yield "retry: 2000\n\n"
     while not host.draining and time.monotonic() - began < STREAM_SECONDS:
         version = feed.version
-        snapshot = json.dumps(feed.snapshot(desk.live_calls()), separators=(",", ":"))
+        snapshot = json.dumps(feed.snapshot(await desk.live_calls()), separators=(",", ":"))
         yield f"event: calls\ndata: {snapshot}\n\n"
         await feed.wait_change(version, 1.0)
         if feed.version != version:

@@ -1,6 +1,6 @@
 """The ASGI app of one bridge: the ops routes, every carrier's routes and the call API, and the
-lifespan that assembles what calls speak with (server/speech.py), the flows' HTTP client and the
-call log."""
+lifespan that joins the cluster (server/cluster_link.py, with TELEBRIDGE_REDIS_URL) and assembles
+what calls speak with (server/speech.py), the flows' HTTP client and the call log."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from telebridge.api.auth import ApiKeys, RateLimiter
 from telebridge.api.routes import api_routes
 from telebridge.calllog import CallLog
 from telebridge.carriers import browser_http, plivo_http, vonage_http
+from telebridge.cluster import ClusterUnavailable
 from telebridge.console import ConsoleGate, LiveFeed, console_routes
 from telebridge.server.bridge import Bridge
+from telebridge.server.cluster_link import ClusterLink
 from telebridge.server.desk import BridgeDesk
 from telebridge.server.ops import ops_routes
 from telebridge.server.speech import assemble_speech
-from telebridge.settings import Settings
+from telebridge.settings import ConfigError, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ def create_app(bridge: Bridge) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if settings.telebridge_redis_url is not None and bridge.cluster is None:
+                await _join_cluster(bridge, desk, stack)
             await assemble_speech(bridge, settings, stack)
             bridge.http = await stack.enter_async_context(httpx.AsyncClient())
             if bridge.calllog is None:
@@ -53,6 +57,25 @@ def create_app(bridge: Bridge) -> Starlette:
             yield
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _join_cluster(bridge: Bridge, desk: BridgeDesk, stack: contextlib.AsyncExitStack) -> None:
+    """Join the cluster before anything speaks (the Waves cap is the cluster's) and serve the
+    other processes' requests for this one's calls; closed last, after the calls."""
+    try:
+        link = await ClusterLink.connect(bridge.settings)
+    except ClusterUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    stack.push_async_callback(_leave_cluster, bridge, link)
+    bridge.cluster = link
+    bridge.observers.append(link.observe)
+    await link.serve(desk.answer_remote)
+
+
+async def _leave_cluster(bridge: Bridge, link: ClusterLink) -> None:
+    bridge.cluster = None
+    bridge.observers.remove(link.observe)
+    await link.close()
 
 
 def _call_api(desk: BridgeDesk, settings: Settings) -> list[BaseRoute]:

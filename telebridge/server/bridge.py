@@ -24,6 +24,7 @@ from telebridge.calllog import CallLog
 from telebridge.carriers.host import ControlFor
 from telebridge.flows.library import FlowLibrary, UnknownFlow
 from telebridge.flows.runner import opening_prompt
+from telebridge.server.cluster_link import ClusterLink
 from telebridge.server.metrics import Metrics
 from telebridge.server.placed import PlacedCalls
 from telebridge.server.stream import call_variables, run_stream
@@ -56,6 +57,21 @@ class LiveCall:
     grant: StreamGrant
     started_at: str  # ISO-8601 UTC
 
+    def as_api(self) -> dict[str, Any]:
+        """The call as `GET /v1/calls` shows it (and the cluster's registry holds it)."""
+        grant = self.grant
+        return {
+            "call_id": self.session.call_id,
+            "carrier": grant.carrier,
+            "direction": grant.variables.get("direction", "inbound"),
+            "from": grant.caller,
+            "to": grant.callee,
+            "flow": grant.flow,
+            "step": self.session.step,
+            "started_at": self.started_at,
+            "state": self.session.state.value,
+        }
+
 
 @dataclass
 class Bridge:
@@ -75,6 +91,8 @@ class Bridge:
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
     guard: WavesGuard | None = None
+    # This process's part in a cluster (TELEBRIDGE_REDIS_URL), joined by the app's lifespan.
+    cluster: ClusterLink | None = None
     # Calls answered whose stream has not started yet: call id -> token expiry.
     pending: dict[str, float] = field(default_factory=dict)
     # Waves failures since the last audio a call heard (health, not a metric).
@@ -233,14 +251,18 @@ class Bridge:
         self.pending.pop(call_id, None)
         self.calls[call_id] = session
         started = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self.live[call_id] = LiveCall(session, grant, started)
+        live = self.live[call_id] = LiveCall(session, grant, started)
         self.placed.streaming(grant.variables.get("attempt"), call_id)
+        if self.cluster is not None:
+            self.cluster.claim(call_id, live.as_api())
 
     def remove_call(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
         live = self.live.pop(call_id, None)
         if live is not None:
             self.placed.ended(live.grant.variables.get("attempt"))
+        if self.cluster is not None:
+            self.cluster.release(call_id)
         if not self.calls:
             self._no_calls.set()
 

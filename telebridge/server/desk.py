@@ -1,11 +1,14 @@
 """The call API's `CallDesk` over one running bridge: placing calls through the carriers' REST
 APIs (in a worker thread: their SDKs block), the live calls and the call log, and the live calls'
-sessions for say, hangup and transfer.
+sessions for say, hangup and transfer. In a cluster the live calls are the cluster's, and say,
+hangup and transfer for a call another process holds are forwarded to it (`answer_remote` serves
+them there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from typing import Any
@@ -95,9 +98,12 @@ class BridgeDesk:
 
     # --- looking --------------------------------------------------------------------
 
-    def live_calls(self) -> list[dict[str, Any]]:
+    async def live_calls(self) -> list[dict[str, Any]]:
         calls = [self._live(call) for call in self._bridge.live.values()]
         calls += [p.as_api() for p in self._bridge.placed.queued()]
+        if self._bridge.cluster is not None:
+            here = {call["call_id"] for call in calls}
+            calls += [c for c in await self._bridge.cluster.calls() if c["call_id"] not in here]
         return [_numbers(call) for call in calls]
 
     async def find(self, call_id: str) -> dict[str, Any] | None:
@@ -117,6 +123,11 @@ class BridgeDesk:
             record = await self._record(placed.carrier, placed.call_id, attempt=placed.attempt)
             extra = {"request_id": placed.request_id, "state": "ended"}
             return {**record.to_json(), **extra} if record else placed.as_api()
+        if bridge.cluster is not None:  # live on another process: not ended, whatever the log
+            for remote in await bridge.cluster.calls():
+                if remote["call_id"] == call_id:
+                    record = await self._record(str(remote.get("carrier")), call_id)
+                    return {**(record.to_json() if record else {}), **remote}
         for carrier in CARRIERS:
             record = await self._record(carrier, call_id)
             if record is not None:
@@ -161,22 +172,18 @@ class BridgeDesk:
     def _live(self, call: LiveCall) -> dict[str, Any]:
         grant = call.grant
         placed = self._bridge.placed.by_attempt(grant.variables.get("attempt"))
-        return {
-            "call_id": call.session.call_id,
-            **({"request_id": placed.request_id} if placed is not None else {}),
-            "carrier": grant.carrier,
-            "direction": grant.variables.get("direction", "inbound"),
-            "from": grant.caller,
-            "to": grant.callee,
-            "flow": grant.flow,
-            "step": call.session.step,
-            "started_at": call.started_at,
-            "state": call.session.state.value,
-        }
+        shown = call.as_api()
+        if placed is not None:
+            shown = {"call_id": shown["call_id"], "request_id": placed.request_id, **shown}
+        return shown
 
     # --- acting ---------------------------------------------------------------------
 
-    def say(self, call_id: str, request: Say) -> None:
+    async def say(self, call_id: str, request: Say) -> None:
+        if not await self._forwarded(call_id, "say", request):
+            self._say_here(call_id, request)
+
+    def _say_here(self, call_id: str, request: Say) -> None:
         session = self._session(call_id)
         overrides = SpeechOverrides(request.voice, request.speed, request.language)
         try:
@@ -185,6 +192,10 @@ class BridgeDesk:
             raise ApiError(409, str(exc)) from None
 
     async def hangup(self, call_id: str, request: HangupCall) -> None:
+        if not await self._forwarded(call_id, "hangup", request):
+            await self._hangup_here(call_id, request)
+
+    async def _hangup_here(self, call_id: str, request: HangupCall) -> None:
         placed = self._bridge.placed.get(call_id)
         ringing = placed is not None and placed.state == "queued"
         if placed is not None and ringing and self._live_call(call_id) is None:
@@ -225,11 +236,57 @@ class BridgeDesk:
         return cancelled
 
     async def transfer(self, call_id: str, request: TransferCall) -> None:
+        if not await self._forwarded(call_id, "transfer", request):
+            await self._transfer_here(call_id, request)
+
+    async def _transfer_here(self, call_id: str, request: TransferCall) -> None:
         session = self._session(call_id)
         try:
             await session.transfer_from_outside(request.to)
         except CallNotLive as exc:
             raise ApiError(409, str(exc)) from None
+
+    # --- the cluster: calls other processes hold -------------------------------------
+
+    async def _forwarded(
+        self, call_id: str, op: str, request: Say | HangupCall | TransferCall
+    ) -> bool:
+        """Done by the process of the cluster holding `call_id`, if another one does; its
+        refusal raised as its `ApiError`. False: act here (404 when nobody holds the call)."""
+        bridge = self._bridge
+        if bridge.cluster is None or self._live_call(call_id) is not None:
+            return False
+        if bridge.placed.get(call_id) is not None:
+            return False  # placed from here: this process knows its state best
+        body = {"call_id": call_id, "request": dataclasses.asdict(request)}
+        reply = await bridge.cluster.forward(call_id, op, body)
+        if reply is None:
+            return False
+        status = int(reply.get("status", 502))
+        if status >= 300:
+            raise ApiError(status, str(reply.get("error", "the holding process failed")))
+        return True
+
+    async def answer_remote(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Serve another process's forwarded `op` on a call of this one: `{"status", "error"?}`."""
+        call_id = str(body.get("call_id", ""))
+        try:
+            if self._live_call(call_id) is None:
+                raise ApiError(404, "no such call live on this bridge")
+            fields = body.get("request") or {}
+            if op == "say":
+                self._say_here(call_id, Say(**fields))
+            elif op == "hangup":
+                await self._hangup_here(call_id, HangupCall(**fields))
+            elif op == "transfer":
+                await self._transfer_here(call_id, TransferCall(**fields))
+            else:
+                raise ApiError(400, f"no operation {op!r}")
+        except ApiError as exc:
+            return {"status": exc.status, "error": exc.message}
+        except TypeError:
+            return {"status": 400, "error": f"a malformed {op} request"}
+        return {"status": 202}
 
 
 def _numbers(call: dict[str, Any]) -> dict[str, Any]:

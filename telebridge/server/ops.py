@@ -1,6 +1,6 @@
 """The operators' routes: `/healthz` (the process answers), `/readyz` (it can take calls, and why
-not, and what works only in part: a call log whose database is away) and `/metrics` (the
-bridge's Prometheus figures)."""
+not, and what works only in part: a call log whose database is away, a cluster whose Redis is)
+and `/metrics` (the bridge's Prometheus figures)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ async def healthz(request: Request) -> Response:
 def ops_routes(bridge: Bridge) -> list[BaseRoute]:
     def degraded() -> dict[str, list[str]]:
         # What works, but not fully: calls go on and the bridge stays ready.
-        why = bridge.calllog.degraded if bridge.calllog is not None else None
-        return {"degraded": [why]} if why else {}
+        found = [
+            bridge.calllog.degraded if bridge.calllog is not None else None,
+            bridge.cluster.degraded if bridge.cluster is not None else None,
+        ]
+        why = [reason for reason in found if reason]
+        return {"degraded": why} if why else {}
 
     async def readyz(request: Request) -> Response:
         if bridge.ready:

@@ -1,6 +1,7 @@
 """What calls speak with, assembled at start: the Waves client of `WAVES_TRANSPORT` (the
 WebSocket, HTTP streaming, or `auto`: the WebSocket with SSE while it cannot be opened), or the
-embedded stand-in without a key, behind the admission guard and the prompt cache."""
+embedded stand-in without a key, behind the admission guard (its cap shared by the cluster's
+processes when there is one) and the prompt cache."""
 
 from __future__ import annotations
 
@@ -49,10 +50,13 @@ async def assemble_speech(
         )
     if bridge.tts is not None and not isinstance(bridge.tts, WavesGuard | PromptCache):
         client = bridge.tts
+        limit = settings.waves_max_in_flight
+        shared = bridge.cluster.slots(limit) if bridge.cluster is not None and limit else None
         bridge.guard = bridge.tts = WavesGuard(
             client,
-            max_in_flight=settings.waves_max_in_flight,
+            max_in_flight=limit,
             queue_timeout=settings.waves_queue_timeout,
+            shared=shared,
         )
         bridge.metrics.watch_guard(bridge.guard)
         await _prewarm(bridge.guard, client)

@@ -5,7 +5,9 @@ fail at once, without a handshake, until a re-check is due; one request then fin
 key works again. Over the concurrency limit (HTTP 429 or an error frame saying so) every call backs
 off together, from 0.5 s doubling up to 30 s or as long as `Retry-After` asks, and a request waits
 out the back-off only while its deadline allows, so no caller sits in dead air behind it. An
-optional cap on requests in flight queues the rest in arrival order, under the same deadline.
+optional cap on requests in flight queues the rest in arrival order, under the same deadline; given
+`SharedSlots` (tts/slots.py) the cap is shared with other processes, and while they cannot be
+reached this process counts its own requests against it.
 
 The deadline of a request is the sooner of `queue_timeout` from now and `speech_deadline`, a
 context variable the call session sets for the prompt it is trying to speak. A request made for
@@ -25,6 +27,7 @@ from typing import Literal
 
 from telebridge.tts.errors import TTSError, WavesAuthError, WavesForbiddenError, WavesRateLimited
 from telebridge.tts.segmented import text_speech
+from telebridge.tts.slots import SharedSlots
 from telebridge.tts.speech import SpeechOptions, Synthesizer, TextSpeech
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,16 @@ MAX_BACK_OFF = 30.0
 GuardState = Literal["ok", "backing-off", "refused"]
 
 
+class _Admitted:
+    """One admitted request: whether it re-checks a refused key, and its shared slot's token."""
+
+    __slots__ = ("probe", "token")
+
+    def __init__(self, probe: bool, token: str | None) -> None:
+        self.probe = probe
+        self.token = token  # None: a slot of this process's own count
+
+
 class WavesGuard:
     """A `Synthesizer` that admits requests to `inner` by Waves' last known state."""
 
@@ -53,13 +66,16 @@ class WavesGuard:
         queue_timeout: float = 1.0,
         recheck_after: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedSlots | None = None,
     ) -> None:
         self._inner = inner
         self._max_in_flight = max_in_flight  # 0: no cap
         self._queue_timeout = queue_timeout
         self._recheck_after = recheck_after
         self._clock = clock
-        self._in_flight = 0
+        self._in_flight = 0  # slots of this process's own count
+        self._shared = shared
+        self._shared_in_flight = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._back_off = FIRST_BACK_OFF
         self._blocked_until = 0.0
@@ -79,7 +95,7 @@ class WavesGuard:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._in_flight + self._shared_in_flight
 
     def synthesize(
         self,
@@ -94,7 +110,7 @@ class WavesGuard:
     async def _synthesize(
         self, text: str, sample_rate: int, options: SpeechOptions, request_id: str | None
     ) -> AsyncGenerator[bytes, None]:
-        probe = await self._admit()
+        admitted = await self._admit()
         chunks = self._inner.synthesize(
             text, sample_rate=sample_rate, options=options, request_id=request_id
         )
@@ -107,9 +123,9 @@ class WavesGuard:
         else:
             self._succeeded()
         finally:
-            if probe:
+            if admitted.probe:
                 self._probing = False
-            self._release()
+            self._release(admitted.token)
             await chunks.aclose()  # type: ignore[attr-defined]
 
     def stream(
@@ -149,8 +165,8 @@ class WavesGuard:
 
     # --- admission ------------------------------------------------------------------------
 
-    async def _admit(self) -> bool:
-        """Wait for a turn; True when this request is the one re-checking a refused key."""
+    async def _admit(self) -> _Admitted:
+        """Wait for a turn: its slot, and whether it is the one re-checking a refused key."""
         now = self._clock()
         deadline = now + self._queue_timeout
         asked = speech_deadline.get()
@@ -176,7 +192,7 @@ class WavesGuard:
                 if waiting is not None:
                     waiting(self._blocked_until)
                 await asyncio.sleep(self._blocked_until - now)
-            await self._take_slot(deadline, waiting)
+            token = await self._take_slot(deadline, waiting)
         except BaseException:
             if probe:
                 self._probing = False
@@ -184,12 +200,17 @@ class WavesGuard:
         finally:
             if waiting is not None:
                 waiting(None)
-        return probe
+        return _Admitted(probe, token)
 
-    async def _take_slot(self, deadline: float, waiting: AdmissionWait | None) -> None:
+    async def _take_slot(self, deadline: float, waiting: AdmissionWait | None) -> str | None:
+        """A slot: the shared cap's token, or None for one of this process's own count."""
+        if self._max_in_flight and self._shared is not None:
+            token = await self._take_shared(deadline, waiting)
+            if token is not None:
+                return token
         if not self._max_in_flight or (self._in_flight < self._max_in_flight and not self._waiting):
             self._in_flight += 1
-            return
+            return None
         self.waits += 1
         if waiting is not None:
             waiting(self._clock())  # a slot may come free at any moment
@@ -200,7 +221,7 @@ class WavesGuard:
                 await turn  # _release hands its slot over: _in_flight already counts us
         except BaseException as exc:
             if turn.done() and not turn.cancelled():
-                self._release()  # the slot came just as we gave up: pass it on
+                self._release(None)  # the slot came just as we gave up: pass it on
             if not isinstance(exc, TimeoutError):
                 raise
             self.shed += 1
@@ -210,8 +231,31 @@ class WavesGuard:
         finally:
             if turn in self._waiting:
                 self._waiting.remove(turn)
+        return None
 
-    def _release(self) -> None:
+    async def _take_shared(self, deadline: float, waiting: AdmissionWait | None) -> str | None:
+        assert self._shared is not None
+        if waiting is not None:
+            waiting(self._clock())  # a slot may come free at any moment
+        try:
+            token = await self._shared.acquire(max(0.0, deadline - self._clock()))
+        except TimeoutError:
+            self.waits += 1
+            self.shed += 1
+            raise WavesRateLimited(
+                f"no Waves slot free in time ({self._max_in_flight} requests in flight across "
+                "the cluster)"
+            ) from None
+        if token is not None:
+            self._shared_in_flight += 1
+        return token
+
+    def _release(self, token: str | None = None) -> None:
+        if token is not None:
+            self._shared_in_flight -= 1
+            assert self._shared is not None
+            self._shared.release(token)
+            return
         while self._waiting:
             turn = self._waiting.popleft()
             if not turn.done():
@@ -226,7 +270,7 @@ class _GuardedText:
     def __init__(self, guard: WavesGuard, inner: TextSpeech) -> None:
         self._guard = guard
         self._inner = inner
-        self._admitted: asyncio.Future[bool] | None = None
+        self._admitted: asyncio.Future[_Admitted] | None = None
         self._released = False
 
     async def _admit(self) -> None:
@@ -262,9 +306,10 @@ class _GuardedText:
             self._released = True
             return
         self._released = True
-        if admitted.result():
+        admission = admitted.result()
+        if admission.probe:
             self._guard._probing = False
-        self._guard._release()
+        self._guard._release(admission.token)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._audio()

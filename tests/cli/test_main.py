@@ -335,6 +335,22 @@ def test_serve_with_an_unusable_call_log_is_one_line(tmp_path: Path) -> None:
     assert "TELEBRIDGE_DB" in line and "is a directory" in line
 
 
+def test_serve_with_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{unused_port()}/0"  # nothing listens there
+    env = clean_env(
+        TELEBRIDGE_PUBLIC_URL="https://bridge.example.com",
+        TELEBRIDGE_FLOWS_DIR=str(FLOWS),
+        TELEBRIDGE_DB=str(tmp_path / "calls.db"),
+        TELEBRIDGE_HOST="127.0.0.1",
+        TELEBRIDGE_PORT=str(unused_port()),
+        TELEBRIDGE_REDIS_URL=url,
+        PYTHONPATH=str(REPO),  # this checkout's telebridge, whatever the environment installed
+    )
+    line = one_line_error(telebridge("serve", cwd=tmp_path, env=env, timeout=30))
+    assert "TELEBRIDGE_REDIS_URL: cannot join the cluster: Redis at redis://:***@127.0.0.1" in line
+    assert "hunter2" not in line
+
+
 # --- calls ----------------------------------------------------------------------------------
 
 

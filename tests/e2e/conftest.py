@@ -13,6 +13,9 @@ from telebridge.simulator.bridge import LocalBridge
 from telebridge.tts import WavesClient
 from telebridge.tts.standin import Faults, StandinServer, render
 from tests.call.mulaw import pcm_to_mulaw
+from tests.servers.redis import private_redis, redis_server
+
+__all__ = ["private_redis", "redis_server"]
 
 FLOWS = Path(__file__).parent / "flows"
 

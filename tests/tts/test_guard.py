@@ -212,3 +212,59 @@ async def test_other_errors_leave_the_state_alone() -> None:
         await speak(guard)
     assert guard.state == "ok" and guard.in_flight == 0
     assert await speak(guard) == AUDIO
+
+
+class OneSlotElsewhere:
+    """`SharedSlots` of one slot shared with other processes; `reachable` False: as if they
+    could not be reached (the guard then counts its own requests)."""
+
+    def __init__(self) -> None:
+        self.free = asyncio.Semaphore(1)
+        self.reachable = True
+        self.given: list[str] = []
+        self.returned: list[str] = []
+
+    async def acquire(self, timeout: float) -> str | None:  # noqa: ASYNC109
+        if not self.reachable:
+            return None
+        async with asyncio.timeout(timeout):
+            await self.free.acquire()
+        token = f"t{len(self.given)}"
+        self.given.append(token)
+        return token
+
+    def release(self, token: str) -> None:
+        self.returned.append(token)
+        self.free.release()
+
+
+async def test_a_shared_cap_gives_each_request_a_slot_and_takes_it_back() -> None:
+    hold = asyncio.Event()
+    inner = ScriptedWaves(hold=hold)
+    slots = OneSlotElsewhere()
+    guard = WavesGuard(inner, max_in_flight=1, queue_timeout=0.3, shared=slots)
+    first = asyncio.create_task(speak(guard))
+    while inner.running == 0:
+        await asyncio.sleep(0.01)
+    assert guard.in_flight == 1
+    with pytest.raises(WavesRateLimited, match="across the cluster"):
+        await speak(guard)  # the one slot is held: no slot within the queue timeout
+    hold.set()
+    assert await first == AUDIO
+    assert (slots.given, slots.returned, guard.in_flight, guard.shed) == (["t0"], ["t0"], 0, 1)
+
+
+async def test_without_the_shared_cap_the_guard_counts_its_own_requests() -> None:
+    hold = asyncio.Event()
+    inner = ScriptedWaves(hold=hold)
+    slots = OneSlotElsewhere()
+    slots.reachable = False
+    guard = WavesGuard(inner, max_in_flight=1, queue_timeout=0.3, shared=slots)
+    first = asyncio.create_task(speak(guard))
+    while inner.running == 0:
+        await asyncio.sleep(0.01)
+    with pytest.raises(WavesRateLimited, match=r"\(1 requests in flight\)"):
+        await speak(guard)  # the local cap of 1 still holds
+    hold.set()
+    assert await first == AUDIO
+    assert (slots.given, inner.most_running, guard.in_flight) == ([], 1, 0)
