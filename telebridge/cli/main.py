@@ -95,9 +95,13 @@ def _check_cluster(settings: Settings) -> None:
     (the app's lifespan joins it for good)."""
     if settings.telebridge_redis_url is None:
         return
-    from telebridge.cluster import ClusterUnavailable
-    from telebridge.server.cluster_link import check_cluster
+    from telebridge.server.app import NO_REDIS
 
+    try:
+        from telebridge.cluster import ClusterUnavailable
+        from telebridge.server.cluster_link import check_cluster
+    except ImportError:
+        raise UsageError(NO_REDIS) from None
     try:
         asyncio.run(check_cluster(settings))
     except ClusterUnavailable as exc:

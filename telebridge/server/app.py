@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.applications import Starlette
@@ -17,16 +18,21 @@ from telebridge.api.auth import ApiKeys, RateLimiter
 from telebridge.api.routes import api_routes
 from telebridge.calllog import CallLog
 from telebridge.carriers import browser_http, plivo_http, vonage_http
-from telebridge.cluster import ClusterUnavailable
 from telebridge.console import ConsoleGate, LiveFeed, console_routes
 from telebridge.server.bridge import Bridge
-from telebridge.server.cluster_link import ClusterLink
 from telebridge.server.desk import BridgeDesk
 from telebridge.server.ops import ops_routes
 from telebridge.server.speech import assemble_speech
 from telebridge.settings import ConfigError, Settings
 
+if TYPE_CHECKING:
+    from telebridge.server.cluster_link import ClusterLink
+
 logger = logging.getLogger(__name__)
+
+NO_REDIS = (
+    "TELEBRIDGE_REDIS_URL is set but redis-py is not installed: pip install 'telebridge[cluster]'"
+)
 
 
 def create_app(bridge: Bridge) -> Starlette:
@@ -62,6 +68,11 @@ def create_app(bridge: Bridge) -> Starlette:
 async def _join_cluster(bridge: Bridge, desk: BridgeDesk, stack: contextlib.AsyncExitStack) -> None:
     """Join the cluster before anything speaks (the Waves cap is the cluster's) and serve the
     other processes' requests for this one's calls; closed last, after the calls."""
+    try:  # redis-py is the `cluster` extra: imported only by a process that joins a cluster
+        from telebridge.cluster import ClusterUnavailable
+        from telebridge.server.cluster_link import ClusterLink
+    except ImportError:
+        raise ConfigError(NO_REDIS) from None
     try:
         link = await ClusterLink.connect(bridge.settings)
     except ClusterUnavailable as exc:

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.websockets import WebSocket
@@ -24,7 +24,6 @@ from telebridge.calllog import CallLog
 from telebridge.carriers.host import ControlFor
 from telebridge.flows.library import FlowLibrary, UnknownFlow
 from telebridge.flows.runner import opening_prompt
-from telebridge.server.cluster_link import ClusterLink
 from telebridge.server.metrics import Metrics
 from telebridge.server.placed import PlacedCalls
 from telebridge.server.stream import call_variables, run_stream
@@ -42,6 +41,10 @@ from telebridge.tts import SpeechOptions, Synthesizer
 from telebridge.tts.cache import PromptCache
 from telebridge.tts.cache_folder import folder_for, open_folder
 from telebridge.tts.guard import WavesGuard
+
+if TYPE_CHECKING:
+    # redis-py is the `cluster` extra: the link is imported only by a process that joins one.
+    from telebridge.server.cluster_link import ClusterLink
 
 logger = logging.getLogger(__name__)
 

@@ -351,6 +351,33 @@ def test_serve_with_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
     assert "hunter2" not in line
 
 
+WITHOUT_REDIS = "import sys; sys.modules['redis'] = None; from telebridge.cli.main import main; "
+
+
+def test_without_redis_py_the_bridge_runs_and_a_redis_url_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    # The base install has no redis-py (the `cluster` extra): `import redis` fails as there.
+    env = clean_env(PYTHONPATH=str(REPO), TELEBRIDGE_FLOWS_DIR=str(REPO / "config" / "flows"))
+    simulated = subprocess.run(
+        [sys.executable, "-c", WITHOUT_REDIS + "sys.exit(main(['simulate', '--carrier', 'plivo',"
+         " '--out', 'call.wav']))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert simulated.returncode == 0, simulated.stderr[-2000:]
+    env |= {
+        "TELEBRIDGE_PUBLIC_URL": "https://bridge.example.com",
+        "TELEBRIDGE_DB": str(tmp_path / "calls.db"),
+        "TELEBRIDGE_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    served = subprocess.run(
+        [sys.executable, "-c", WITHOUT_REDIS + "sys.exit(main(['serve']))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    line = one_line_error(served)
+    assert "TELEBRIDGE_REDIS_URL" in line and "pip install 'telebridge[cluster]'" in line
+
+
 # --- calls ----------------------------------------------------------------------------------
 
 
