@@ -3,7 +3,9 @@ FROM python:3.13-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY telebridge ./telebridge
-RUN pip install --no-cache-dir --prefix=/install .
+# EXTRAS="[cluster]" adds PostgreSQL and Redis support (config/compose.yaml builds it so).
+ARG EXTRAS=""
+RUN pip install --no-cache-dir --prefix=/install ".${EXTRAS}"
 
 FROM python:3.13-slim
 RUN useradd --system --uid 10001 --home-dir /app telebridge

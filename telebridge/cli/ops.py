@@ -214,7 +214,7 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
     runner = campaign.CampaignRunner(state, dialer, log, progress=progress, poll_interval=poll)
     results = Path(state.plan.results)
     try:
-        finished = asyncio.run(runner.run())
+        finished = asyncio.run(campaign.run_paced(runner, settings))
     except KeyboardInterrupt:
         progress.close()
         print(

@@ -11,6 +11,10 @@ committed there *before* its call is placed, so after Ctrl-C or a crash `resume`
 that may have gone out and only waits for its outcome: nobody is called twice by accident. The
 commits (synchronous, to disk) run in a thread of the runner's own, so the event loop keeps
 following the other calls meanwhile.
+
+Given a cluster `Rate` (`TELEBRIDGE_REDIS_URL`), each call also waits for a slot of that one
+rate, which every campaign of the carrier on every process shares, so together they keep it; the
+local spacing stays, and is all there is while Redis is away (one warning).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from telebridge.calllog import CallLog, CallLogError, CallRecord
 from telebridge.outbound.campaign_csv import Row, read_list
@@ -34,6 +38,10 @@ from telebridge.outbound.placing import Dialer
 from telebridge.outbound.request import OutboundError
 from telebridge.outbound.verdicts import UNKNOWN, Verdict, find_call, verdict_of
 
+if TYPE_CHECKING:  # the cluster needs the `cluster` extra (redis); a campaign may run without
+    from telebridge.cluster import Rate
+    from telebridge.settings import Settings
+
 __all__ = [
     "DEFAULT_RATE",
     "CampaignError",
@@ -42,6 +50,7 @@ __all__ = [
     "Plan",
     "ProgressSink",
     "resume_path",
+    "run_paced",
     "start",
     "summary_line",
 ]
@@ -94,6 +103,7 @@ class CampaignRunner:
         *,
         progress: ProgressSink | None = None,
         poll_interval: float = 1.0,
+        cluster_rate: Rate | None = None,
     ) -> None:
         if dialer.carrier != state.plan.carrier:
             raise CampaignError(f"the campaign is for {state.plan.carrier}, not {dialer.carrier}")
@@ -106,6 +116,8 @@ class CampaignRunner:
         self._log_away = False  # the last read of the call log failed
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_create = 0.0  # loop time before which no call may be created
+        self.cluster_rate = cluster_rate
+        self._rate_away = False  # the last slot could not be taken from the cluster
         self._fatal: CampaignError | None = None
         self._state_thread = _state_thread()
 
@@ -160,10 +172,34 @@ class CampaignRunner:
                 raise
             if claimed is None:
                 break
+            if self.cluster_rate is not None:
+                # The row is committed: the call goes out once the slot comes, even if stopped.
+                slot = asyncio.ensure_future(self._cluster_slot(self.cluster_rate))
+                try:
+                    await asyncio.shield(slot)
+                except asyncio.CancelledError:
+                    await slot
+                    self._start(*claimed, asyncio.get_running_loop().time())
+                    raise
             # The commit took time (a slow disk): space the calls from when this one really starts.
             now = asyncio.get_running_loop().time()
             self._start(*claimed, now)
         return self.poll_interval
+
+    async def _cluster_slot(self, rate: Rate) -> None:
+        """Wait for this call's slot of the cluster's rate; Redis away: go on (local pacing)."""
+        from telebridge.cluster import ClusterUnavailable
+
+        try:
+            await rate.wait()
+        except ClusterUnavailable as exc:
+            if not self._rate_away:
+                logger.warning("campaign: %s; pacing calls on this process alone", exc)
+                self._rate_away = True
+            return
+        if self._rate_away:
+            logger.info("campaign: the cluster's call rate holds again")
+            self._rate_away = False
 
     def _tally(self) -> tuple[int, Counter[str], int]:
         """All rows, the finished ones by outcome, and the open ones (in the state thread)."""
@@ -277,6 +313,29 @@ class CampaignRunner:
 
 
 # --- entry points ----------------------------------------------------------------------------
+
+
+async def run_paced(runner: CampaignRunner, settings: Settings) -> Counter[str]:
+    """`runner.run()`, its call creations paced by the cluster's rate `campaign:<carrier>` when
+    `TELEBRIDGE_REDIS_URL` is set; Redis unreachable: local pacing and one warning."""
+    url = settings.telebridge_redis_url
+    if url is None:
+        return await runner.run()
+    from telebridge.cluster import Cluster, ClusterUnavailable, Rate
+
+    plan = runner.state.plan
+    try:
+        cluster = await Cluster.connect(
+            url.get_secret_value(), process_id=f"{settings.process_id}-campaign"
+        )
+    except ClusterUnavailable as exc:
+        logger.warning("campaign: %s; pacing calls on this process alone", exc)
+        return await runner.run()
+    try:
+        runner.cluster_rate = Rate(cluster, f"campaign:{plan.carrier}", plan.rate)
+        return await runner.run()
+    finally:
+        await cluster.close()
 
 
 def start(list_path: Path, plan: Plan, state_path: Path | None = None) -> CampaignState:

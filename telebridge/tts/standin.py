@@ -123,6 +123,8 @@ class StandinServer:
         self.open_connections = 0  # sockets open now
         self.http_requests: list[dict[str, Any]] = []  # {"path", "body"} of each HTTP request
         self.http_connections = 0  # HTTP connections accepted so far
+        self.speaking = 0  # WebSocket requests being answered now
+        self.most_speaking = 0  # the most answered at once so far (a concurrency cap's witness)
         self._host = host
         self._port = port
         self._idle_timeout = idle_timeout
@@ -283,6 +285,21 @@ class StandinServer:
         await ws.send(json.dumps(frame))
 
     async def _speak(
+        self,
+        ws: ServerConnection,
+        session_id: str,
+        ext: str | None,
+        text: str,
+        body: dict[str, Any],
+    ) -> bool:
+        self.speaking += 1
+        self.most_speaking = max(self.most_speaking, self.speaking)
+        try:
+            return await self._answer(ws, session_id, ext, text, body)
+        finally:
+            self.speaking -= 1
+
+    async def _answer(
         self,
         ws: ServerConnection,
         session_id: str,
