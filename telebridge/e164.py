@@ -10,6 +10,7 @@ dots, brackets, "00" for "+", or without the "+" (spreadsheets drop it): `parse`
 from __future__ import annotations
 
 import re
+from typing import Any
 
 MIN_DIGITS = 7
 MAX_DIGITS = 15
@@ -36,3 +37,13 @@ def parse(text: str) -> str | None:
     elif not cleaned.startswith("+"):
         cleaned = "+" + cleaned
     return cleaned if is_e164(cleaned) else None
+
+
+def numbers_of(call: dict[str, Any]) -> dict[str, Any]:
+    """`call` (a call as the API shows it) with its `from` and `to` in the canonical form when
+    they are numbers (carriers send digits only); other values as they are. Changes `call`."""
+    for name in ("from", "to"):
+        value = call.get(name)
+        if isinstance(value, str) and (number := parse(value)) is not None:
+            call[name] = number
+    return call

@@ -124,7 +124,7 @@ def console_routes(
         records = await asyncio.to_thread(log.list_calls, **query)
         calls = []
         for record in reversed(records):
-            found = _numbers(record.to_json())
+            found = e164.numbers_of(record.to_json())
             del found["notes"], found["webhooks"]
             calls.append(found)
         return JSONResponse({"calls": calls})
@@ -138,7 +138,7 @@ def console_routes(
             timeline = await asyncio.to_thread(log.timeline, carrier, call_id)
         if record is None or timeline is None:
             raise ApiError(404, "no such call in the call log")
-        shown = {"call": _numbers(record.to_json()), "timeline": console_timeline(timeline)}
+        shown = {"call": e164.numbers_of(record.to_json()), "timeline": console_timeline(timeline)}
         return JSONResponse(shown)
 
     async def flows(request: Request) -> Response:
@@ -189,16 +189,6 @@ def _file(path: Path) -> Response:
     if not path.is_file():
         return Response("no such file", 404, media_type="text/plain")
     return FileResponse(path, media_type=_TYPES[path.suffix], headers=page_headers())
-
-
-def _numbers(call: dict[str, Any]) -> dict[str, Any]:
-    """`from` and `to` in E.164 when they are numbers (carriers send digits only), as the call
-    API shows them."""
-    for name in ("from", "to"):
-        value = call.get(name)
-        if isinstance(value, str) and (number := e164.parse(value)) is not None:
-            call[name] = number
-    return call
 
 
 def _ids(request: Request, name: str) -> str:

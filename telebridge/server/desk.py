@@ -104,11 +104,11 @@ class BridgeDesk:
         if self._bridge.cluster is not None:
             here = {call["call_id"] for call in calls}
             calls += [c for c in await self._bridge.cluster.calls() if c["call_id"] not in here]
-        return [_numbers(call) for call in calls]
+        return [e164.numbers_of(call) for call in calls]
 
     async def find(self, call_id: str) -> dict[str, Any] | None:
         found = await self._find(call_id)
-        return _numbers(found) if found is not None else None
+        return e164.numbers_of(found) if found is not None else None
 
     async def _find(self, call_id: str) -> dict[str, Any] | None:
         bridge = self._bridge
@@ -287,15 +287,6 @@ class BridgeDesk:
         except TypeError:
             return {"status": 400, "error": f"a malformed {op} request"}
         return {"status": 202}
-
-
-def _numbers(call: dict[str, Any]) -> dict[str, Any]:
-    """`from` and `to` in E.164 (carriers send digits only), when they are numbers."""
-    for name in ("from", "to"):
-        value = call.get(name)
-        if isinstance(value, str) and (number := e164.parse(value)) is not None:
-            call[name] = number
-    return call
 
 
 def _carrier_failure(carrier: str, exc: PlacementError) -> ApiError:
