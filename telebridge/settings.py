@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -181,6 +182,18 @@ class Settings(BaseSettings):
             raise ValueError("must be a base URL without query or fragment")
         return value
 
+    @field_validator(
+        "telebridge_log_level",
+        "telebridge_log_format",
+        "telebridge_console",
+        "waves_transport",
+        mode="before",
+    )
+    @classmethod
+    def _word_any_case(cls, value: object) -> object:
+        # `INFO`, `Json`, ` sse `: a word setting is read whatever its case and spacing.
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("vonage_audio_rate", mode="before")
     @classmethod
     def _int_from_text(cls, value: object) -> object:
@@ -324,7 +337,7 @@ _CONFIG_PATH: dict[str, Path | None] = {}
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Build the settings, raising `ConfigError` with the offending setting's name."""
     if config is None:
-        config = os.environ.get("TELEBRIDGE_CONFIG") or None
+        config = os.environ.get("TELEBRIDGE_CONFIG") or _from_dotenv("TELEBRIDGE_CONFIG")
     _CONFIG_PATH["path"] = Path(config) if config else None
     try:
         return Settings(**overrides)
@@ -332,6 +345,15 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         raise ConfigError(_describe(exc)) from None
     finally:
         _CONFIG_PATH.pop("path", None)
+
+
+def _from_dotenv(name: str) -> str | None:
+    """`name` as `.env` in the working directory sets it (as the settings read `.env`), or None."""
+    path = Path(".env")
+    if not path.is_file():
+        return None
+    value = dotenv_values(path, encoding="utf-8").get(name)
+    return value or None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -187,6 +187,43 @@ def test_every_setting_from_the_yaml_file(
     assert_every_value_arrived(load_yaml(path, door, monkeypatch))
 
 
+def test_the_yaml_file_named_in_dotenv(tmp_path: Path) -> None:
+    (tmp_path / "settings.yaml").write_text("telebridge_port: 9092\n")
+    (tmp_path / ".env").write_text("TELEBRIDGE_CONFIG=settings.yaml\n")
+    assert load_settings().telebridge_port == 9092
+
+
+def test_the_environment_names_the_yaml_file_before_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.yaml").write_text("telebridge_port: 9093\n")
+    (tmp_path / ".env").write_text("TELEBRIDGE_CONFIG=missing.yaml\n")
+    monkeypatch.setenv("TELEBRIDGE_CONFIG", "a.yaml")
+    assert load_settings().telebridge_port == 9093
+
+
+def test_a_missing_yaml_file_named_in_dotenv_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("TELEBRIDGE_CONFIG=nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"^TELEBRIDGE_CONFIG: cannot read nowhere\.yaml"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("TELEBRIDGE_LOG_LEVEL", "DEBUG", "debug"),
+        ("TELEBRIDGE_LOG_FORMAT", " Json ", "json"),
+        ("TELEBRIDGE_CONSOLE", "Local", "local"),
+        ("WAVES_TRANSPORT", "SSE", "sse"),
+    ],
+)
+def test_word_settings_in_any_case(
+    name: str, text: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, text)
+    assert getattr(load_settings(), name.lower()) == expected
+
+
 def test_yaml_quoted_text_is_the_same_as_plain(tmp_path: Path) -> None:
     path = tmp_path / "telebridge.yaml"
     path.write_text("vonage_audio_rate: '8000'\ntelebridge_port: \"9091\"\n")

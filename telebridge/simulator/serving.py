@@ -49,12 +49,29 @@ class ServedApp:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self.sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("server stopped during start-up")
-            await asyncio.sleep(0.01)
+        self._task = asyncio.create_task(self._serve())
+        try:
+            while not self._server.started:
+                if self._task.done():
+                    self._task.result()
+                    raise RuntimeError("server stopped during start-up")
+                await asyncio.sleep(0.01)
+        except BaseException:
+            # Start-up failed (the lifespan raised) or was cancelled: nothing will stop() us.
+            self._server.should_exit = True
+            if not self._task.done():
+                self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+            self.sock.close()
+            raise
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve(sockets=[self.sock])
+        except SystemExit as exc:  # uvicorn's way to say the lifespan failed: not ours to exit
+            raise RuntimeError(f"the app did not start (its lifespan failed: {exc.code})") from None
 
     async def stop(self) -> None:
         if self._task is None:
