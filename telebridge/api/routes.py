@@ -19,7 +19,7 @@ from telebridge.api import bodies
 from telebridge.api.auth import ApiKeys, RateLimiter, retry_after
 from telebridge.api.bodies import MAX_BODY_BYTES, ApiError
 from telebridge.api.desk import CallDesk
-from telebridge.api.idempotency import Answer, IdempotencyStore
+from telebridge.api.idempotency import Answer, IdempotencyStore, SharedAnswers
 from telebridge.api.openapi import openapi
 
 __all__ = ["api_routes"]
@@ -107,10 +107,16 @@ class Gate:
         return bodies.read_object(bytes(raw))
 
 
-def api_routes(desk: CallDesk, keys: ApiKeys | None, limiter: RateLimiter) -> list[BaseRoute]:
-    """The `/v1/` routes on `desk`; without `keys` every one answers 403."""
+def api_routes(
+    desk: CallDesk,
+    keys: ApiKeys | None,
+    limiter: RateLimiter,
+    shared: Callable[[], SharedAnswers | None] | None = None,
+) -> list[BaseRoute]:
+    """The `/v1/` routes on `desk`; without `keys` every one answers 403. `shared` gives the
+    cluster's memory of Idempotency-Key answers (None: this process's alone)."""
     gate = Gate(keys, limiter)
-    store = IdempotencyStore()
+    store = IdempotencyStore(shared=shared)
 
     def endpoint(handlers: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
         async def serve(request: Request) -> Response:

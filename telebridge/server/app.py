@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from telebridge.api.auth import ApiKeys, RateLimiter
+from telebridge.api.idempotency import SharedAnswers
 from telebridge.api.routes import api_routes
 from telebridge.calllog import CallLog
 from telebridge.carriers import browser_http, plivo_http, vonage_http
@@ -42,7 +43,12 @@ def create_app(bridge: Bridge) -> Starlette:
     routes += plivo_http.routes(bridge)
     routes += vonage_http.routes(bridge)
     desk = BridgeDesk(bridge)
-    routes += _call_api(desk, settings)
+    answers: list[SharedAnswers] = []  # the cluster's, once joined
+
+    def shared_answers() -> SharedAnswers | None:
+        return answers[0] if answers and bridge.cluster is not None else None
+
+    routes += _call_api(desk, settings, shared_answers)
     feed = LiveFeed()
     bridge.observers.append(feed)
     gate = ConsoleGate(settings, bridge.keys)
@@ -53,7 +59,7 @@ def create_app(bridge: Bridge) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             if settings.telebridge_redis_url is not None and bridge.cluster is None:
-                await _join_cluster(bridge, desk, stack)
+                answers[:] = [await _join_cluster(bridge, desk, stack)]
             await assemble_speech(bridge, settings, stack)
             bridge.http = await stack.enter_async_context(httpx.AsyncClient())
             if bridge.calllog is None:
@@ -65,11 +71,15 @@ def create_app(bridge: Bridge) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def _join_cluster(bridge: Bridge, desk: BridgeDesk, stack: contextlib.AsyncExitStack) -> None:
+async def _join_cluster(
+    bridge: Bridge, desk: BridgeDesk, stack: contextlib.AsyncExitStack
+) -> SharedAnswers:
     """Join the cluster before anything speaks (the Waves cap is the cluster's) and serve the
-    other processes' requests for this one's calls; closed last, after the calls."""
+    other processes' requests for this one's calls; closed last, after the calls. Returns the
+    cluster's memory of the call API's Idempotency-Key answers."""
     try:  # redis-py is the `cluster` extra: imported only by a process that joins a cluster
         from telebridge.cluster import ClusterUnavailable
+        from telebridge.server.answers_link import ClusterAnswers
         from telebridge.server.cluster_link import ClusterLink
     except ImportError:
         raise ConfigError(NO_REDIS) from None
@@ -81,6 +91,7 @@ async def _join_cluster(bridge: Bridge, desk: BridgeDesk, stack: contextlib.Asyn
     bridge.cluster = link
     bridge.observers.append(link.observe)
     await link.serve(desk.answer_remote)
+    return ClusterAnswers(link)
 
 
 async def _leave_cluster(bridge: Bridge, link: ClusterLink) -> None:
@@ -89,7 +100,9 @@ async def _leave_cluster(bridge: Bridge, link: ClusterLink) -> None:
     await link.close()
 
 
-def _call_api(desk: BridgeDesk, settings: Settings) -> list[BaseRoute]:
+def _call_api(
+    desk: BridgeDesk, settings: Settings, shared: Callable[[], SharedAnswers | None]
+) -> list[BaseRoute]:
     secret = settings.telebridge_api_key
     keys = ApiKeys.parse(secret.get_secret_value() if secret else None)
     if keys is None:
@@ -100,4 +113,4 @@ def _call_api(desk: BridgeDesk, settings: Settings) -> list[BaseRoute]:
             logger.warning("TELEBRIDGE_API_KEY: a key is under 16 characters: use long random keys")
     rate = settings.telebridge_api_rate
     limiter = RateLimiter(rate, max(1, round(rate * 2)))
-    return api_routes(desk, keys, limiter)
+    return api_routes(desk, keys, limiter, shared)
