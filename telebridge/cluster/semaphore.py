@@ -5,7 +5,8 @@ arrival ticket from the `ticket` counter) and `waiting` (ZSET token -> waiter's 
 script, run atomically, drops expired holders and vanished waiters, queues the caller, and grants a
 slot to the first `free` waiters in arrival order, so waiters are served roughly FIFO across
 processes. Holders' leases are renewed by the heartbeat and waiters' by their polling: a dead
-process's slots free after the ttl and its waiters leave the queue within `waiter_ttl`.
+process's slots free after the ttl and its waiters leave the queue within `waiter_ttl`. A waiter
+asks again every `poll` (at most 0.1 s), and at once when its own process gives a slot back.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class Semaphore:
         self._poll = min(0.1, cluster.heartbeat / 4)
         self._waiter_ms = int(min(cluster.ttl, max(1.0, 10 * self._poll)) * 1000)
         self._held: set[str] = set()
+        # Set (and replaced) when this process gives a slot back: its waiters ask again at once.
+        self._freed = asyncio.Event()
         self._acquire = cluster.script(_ACQUIRE)
         self._release = cluster.script(_RELEASE)
         self._renew_script = cluster.script(_RENEW)
@@ -121,7 +124,10 @@ class Semaphore:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                await asyncio.sleep(min(self._poll, left))
+                freed = self._freed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(self._poll, left)):
+                        await freed.wait()
         except BaseException:
             if token not in self._held:
                 self._leave_queue(token)
@@ -139,6 +145,8 @@ class Semaphore:
             await self._cluster.run(
                 lambda r: self._release(keys=self._keys[:3], args=[token], client=r)
             )
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
 
     @contextlib.asynccontextmanager
     async def slot(self, timeout: float) -> AsyncIterator[str]:  # noqa: ASYNC109

@@ -121,3 +121,14 @@ async def test_a_held_slot_outlives_the_ttl_while_heartbeating(connect: Connect)
         await other.acquire(timeout=1.5)  # three ttls
     await Semaphore(a, "waves", 1).release(token)
     await other.release(await other.acquire(timeout=5))
+
+
+async def test_a_slot_given_back_wakes_this_process_waiters_at_once(connect: Connect) -> None:
+    sem = Semaphore(await connect("a"), "waves", 1)
+    sem._poll = 30.0  # no polling within the test: only the wake-up can serve the waiter
+    token = await sem.acquire(1)
+    waiter = asyncio.create_task(sem.acquire(60))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    await sem.release(token)
+    await sem.release(await asyncio.wait_for(waiter, 5))
