@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 # Waves failures in a row, with no audio between them, after which the bridge is not ready.
 UNREADY_AFTER_WAVES_ERRORS = 3
+# How long an answered call whose stream has not started here counts against TELEBRIDGE_MAX_CALLS.
+PENDING_HOLD_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,9 @@ class Bridge:
     guard: WavesGuard | None = None
     # This process's part in a cluster (TELEBRIDGE_REDIS_URL), joined by the app's lifespan.
     cluster: ClusterLink | None = None
-    # Calls answered whose stream has not started yet: call id -> token expiry.
+    # Calls answered whose stream has not started yet: call id -> until when it counts against
+    # TELEBRIDGE_MAX_CALLS (PENDING_HOLD_S at most: behind a load balancer the stream may start on
+    # another process of the cluster, and a carrier opens it within seconds or not at all).
     pending: dict[str, float] = field(default_factory=dict)
     # Waves failures since the last audio a call heard (health, not a metric).
     waves_errors_in_a_row: int = 0
@@ -128,7 +132,7 @@ class Bridge:
     def stream_url(self, path: str, grant: StreamGrant) -> str:
         ttl = self.settings.telebridge_token_ttl
         token = mint_stream_token(self.keys.key(STREAM_TOKEN, grant.carrier), grant, ttl)
-        self.pending[grant.call_id] = time.monotonic() + ttl
+        self.pending[grant.call_id] = time.monotonic() + min(ttl, PENDING_HOLD_S)
         return f"{self.settings.public_ws_url(path)}?token={token}"
 
     def prefetch(self, grant: StreamGrant, sample_rate: int) -> None:

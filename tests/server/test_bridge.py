@@ -14,6 +14,7 @@ from telebridge.call.session import CallSession, speech_for
 from telebridge.flows.ports import AgentEnd, AgentLink
 from telebridge.flows.runner import FlowRunner, SpeechOverrides
 from telebridge.server import Bridge
+from telebridge.server.bridge import PENDING_HOLD_S
 from telebridge.server.stream import call_variables
 from telebridge.settings import Settings
 from telebridge.tokens import StreamGrant
@@ -118,6 +119,15 @@ def test_answered_calls_whose_token_expired_no_longer_count() -> None:
     bridge.pending["A"] = time.monotonic() - 1  # its stream token expired unused
     assert not bridge.busy("plivo")
     assert bridge.pending == {}
+
+
+def test_an_answered_call_counts_only_while_its_stream_may_start() -> None:
+    # Its stream may start on another process of a cluster: this one cannot know.
+    bridge = make_bridge(telebridge_max_calls=1, telebridge_token_ttl=600)
+    before = time.monotonic()
+    bridge.stream_url("/plivo/stream", grant("A"))
+    assert bridge.pending["A"] <= time.monotonic() + PENDING_HOLD_S
+    assert bridge.pending["A"] >= before + PENDING_HOLD_S
 
 
 # --- ready --------------------------------------------------------------------------------
