@@ -68,15 +68,8 @@ from bench.common import (
     settings_of,
     table,
 )
-from bench.harness import (
-    LOADGEN_CPU_LIMIT,
-    LOADGEN_LAG_LIMIT_MS,
-    START_TIMEOUT,
-    BenchEnv,
-    LoadResult,
-    LoadSpec,
-    run_notes,
-)
+from bench.harness import START_TIMEOUT, BenchEnv, LoadResult, LoadSpec
+from bench.steps import LOADGEN_CPU_LIMIT, LOADGEN_LAG_LIMIT_MS, run_notes
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
-"""Capacity: the most concurrent calls one bridge process holds with audio that is never late.
+"""Capacity: the most concurrent calls one bridge process (or `--processes N` of them in one
+cluster) holds with audio that is never late.
 
-`python -m bench.capacity --carrier plivo [--steps 50,100,200,400 | --start 50 --max-calls N]`
+`python -m bench.capacity --carrier plivo [--steps 50,100,200,400 | --start 50 --max-calls N]
+[--processes N]`
 
 Steps up the number of concurrent calls (doubling from `--start`, or the given `--steps`). At
 each step N calls start over the ramp and stay up for the whole run (flow
@@ -16,6 +18,10 @@ Lateness is measured on the carrier side (see `bench.loadgen.MeteredPlayout`): t
 dry at the end of the audio received so far (played in real time from its arrival); a message
 arriving after that moment is late by the difference. It stops at the first step that fails,
 or whose load generator was saturated (the result is then inconclusive), or at the cap.
+
+With `--processes N` the N bridges share a Redis, a PostgreSQL and a secret (bench.cluster), the
+calls' webhooks and streams are spread over them (bench.loadgen), and the bridge's CPU is their
+sum; the pass criteria are the same.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 from bench.common import (
     BenchError,
     add_common_args,
+    add_processes_arg,
     check_common_args,
     emit,
     fmt,
@@ -38,10 +45,13 @@ from bench.common import (
     percentile,
     percentile_with_zeros,
     process_cells,
+    process_headers,
+    processes_note,
     settings_of,
     table,
 )
-from bench.harness import BenchEnv, LoadResult, LoadSpec, loadgen_saturated, run_notes
+from bench.harness import BenchEnv, LoadResult, LoadSpec
+from bench.steps import loadgen_saturated, run_notes
 
 FLOW = "medium"
 LATENESS_LIMIT_MS = 20.0
@@ -83,10 +93,13 @@ def run_figures(result: LoadResult) -> dict[str, Any]:
         "violations": c.violations,
         "bridge_cpu": result.server_cpu,
         "standin_cpu": result.standin_cpu,
+        "stores_cpu": result.stores_cpu,
         "loadgen_cpu": result.loadgen_cpu,
         "machine_busy": result.machine_busy,
         "loadgen_lag_ms_p99": percentile(c.lag_ms, 99),
         "loadgen_saturated": loadgen_saturated(result),
+        # Where the calls went, each process's requests (JSON only: not a median).
+        "requests_by_process": result.stats.get("requests_by_process", [result.stats["requests"]]),
     }
 
 
@@ -111,7 +124,7 @@ def summarise(calls: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     verdicts = [verdict(calls, r) for r in runs]
     summary: dict[str, Any] = {"calls": calls, "repeats": len(runs)}
     for key in runs[0]:
-        if key != "loadgen_saturated":
+        if key not in ("loadgen_saturated", "requests_by_process"):
             summary[key] = median_of(float(r[key]) for r in runs if r[key] is not None)
     if all(v == "pass" for v in verdicts):
         summary["verdict"] = "pass"
@@ -174,7 +187,8 @@ async def run(
             summaries.append(summary)
             if not args.json:
                 # Each step as it finishes (a capacity run takes minutes); figures go to stdout.
-                cells = ", ".join(f"{h} {c}" for h, c in zip(HEADERS, row(summary), strict=True))
+                heads = process_headers(HEADERS, args.processes)
+                cells = ", ".join(f"{h} {c}" for h, c in zip(heads, row(summary), strict=True))
                 print(f"... step: {cells}", file=sys.stderr, flush=True)
             if summary["verdict"] != "pass":
                 break
@@ -184,7 +198,8 @@ async def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.capacity",
-        description="Concurrent calls one bridge process holds with no late audio.",
+        description="Concurrent calls one bridge process (or a cluster of N) holds with no late "
+        "audio.",
     )
     parser.add_argument(
         "--steps",
@@ -194,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--start", type=int, default=50, help="first step (then doubling)")
     parser.add_argument("--max-calls", type=int, default=1600, help="the cap")
+    add_processes_arg(parser)
     add_common_args(parser, repeat=1, seconds=15.0)
     args = parser.parse_args(argv)
     check_common_args(parser, args)
@@ -214,18 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         capacity += f"{last['verdict'] if last else '?'})"
     else:
         capacity = f"below {summaries[0]['calls']} calls" if summaries else "unknown"
-    lines = table(HEADERS, [row(s) for s in summaries])
+    lines = table(process_headers(HEADERS, args.processes), [row(s) for s in summaries])
     lines.append(f"capacity   {capacity}")
     notes.append(
         f"pass: no underrun, p99 lateness < {LATENESS_LIMIT_MS:g} ms, every call held, audio "
         f"for >= {AUDIO_SHARE_MIN:.0%} of call time; "
         f"lateness from the carrier side; a step passes only if all {args.repeat} run(s) pass"
     )
+    notes += processes_note(args.processes)
     emit(
         as_json=args.json,
         benchmark="capacity",
         machine=machine,
-        settings=settings_of(args),
+        settings=settings_of(args, processes=args.processes),
         results=[*summaries, {"capacity": capacity}],
         lines=lines,
         notes=notes,

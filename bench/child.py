@@ -21,10 +21,18 @@ STOP_TIMEOUT = 10.0
 class Child:
     """A Python child process running `module`; its stderr goes to a log file."""
 
-    def __init__(self, name: str, module: str, args: list[str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        args: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,  # added to this process's environment
+    ) -> None:
         self.name = name
         self.module = module
         self.args = args
+        self.env = env or {}
         self.log_path = log_dir / f"{name}.log"
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -33,7 +41,7 @@ class Child:
         return self.proc.pid if self.proc is not None else None
 
     async def start(self) -> None:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(

@@ -23,6 +23,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOWS_DIR = Path(__file__).resolve().parent / "flows"
 CARRIERS = ("plivo", "vonage")
+MAX_PROCESSES = 16
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -264,6 +265,36 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error("--prompt-cache-mb must be from 0 to 65536")
     if not 0 <= args.settle <= 600:
         parser.error("--settle must be from 0 to 600")
+    if not 1 <= getattr(args, "processes", 1) <= MAX_PROCESSES:
+        parser.error(f"--processes must be from 1 to {MAX_PROCESSES}")
+
+
+def add_processes_arg(parser: argparse.ArgumentParser) -> None:
+    """`--processes N`: N bridge processes in one cluster (bench.cluster) instead of one."""
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="bridge processes sharing one private Redis and PostgreSQL (a cluster); calls are "
+        "spread over them; bridge CPU and RSS are their sums (default 1: one process, SQLite)",
+    )
+
+
+def process_headers(headers: list[str], processes: int) -> list[str]:
+    """The table's headers, saying that the bridge's figures are sums when there are several."""
+    if processes == 1:
+        return headers
+    return [f"{h} (sum of {processes})" if h.startswith("bridge ") else h for h in headers]
+
+
+def processes_note(processes: int) -> list[str]:
+    if processes == 1:
+        return []
+    return [
+        f"{processes} bridge processes joined by one Redis, the call log in one PostgreSQL: "
+        f"call i's answer webhook went to process i mod {processes}, its stream to "
+        f"(i + 1) mod {processes}; bridge CPU and memory are the sums over the processes"
+    ]
 
 
 def fmt(value: float | None, digits: int = 1, unit: str = "") -> str:

@@ -10,7 +10,13 @@ process are read from the OS (/proc/<pid>/stat utime + stime, /proc/<pid>/statm 
 - cpu/audio-s: bridge CPU milliseconds per second of audio the carriers received in the window;
 - cpu/call-s: the same per second of connected call (stream open) in the window;
 - rss/call: (mean resident memory in the window - resident memory after warm-up, before the
-  load) / calls held at mid-window.
+  load) / calls held at mid-window;
+- rss peak/call: (the highest resident memory from the load's start, its burst of call starts
+  over the ramp included, to the window's end - resident memory before the load) / calls
+  started (issue 17's method with `--calls 100`: 100 calls start within the 2 s ramp).
+
+With `--processes N` the calls go to N bridge processes in one cluster (see bench.capacity) and
+every figure of the bridge is the sum over them.
 
 Medians over the repeats (CPU and memory readings move from run to run); each run uses a fresh
 bridge process, so memory freed by an earlier run never hides a later run's growth.
@@ -26,6 +32,7 @@ from typing import Any
 from bench.common import (
     BenchError,
     add_common_args,
+    add_processes_arg,
     check_common_args,
     emit,
     fmt,
@@ -34,10 +41,13 @@ from bench.common import (
     median_of,
     percentile,
     process_cells,
+    process_headers,
+    processes_note,
     settings_of,
     table,
 )
-from bench.harness import LoadResult, LoadSpec, run_steps
+from bench.harness import LoadResult, LoadSpec
+from bench.steps import run_steps
 
 FLOW = "long"
 MIB = 1024 * 1024
@@ -53,12 +63,17 @@ def run_figures(result: LoadResult) -> dict[str, Any]:
         "cpu_ms_per_audio_second": cpu_ms / c.audio_seconds if c.audio_seconds else None,
         "cpu_ms_per_call_second": cpu_ms / c.call_seconds if c.call_seconds else None,
         "rss_kib_per_call": max(0.0, result.rss_mean - result.rss_base) / held / 1024,
+        "rss_peak_kib_per_call": (
+            max(0.0, result.rss_peak - result.rss_base) / result.spec.calls / 1024
+        ),
         "rss_base_mib": result.rss_base / MIB,
         "rss_mean_mib": result.rss_mean / MIB,
+        "rss_peak_mib": result.rss_peak / MIB,
         "audio_seconds": c.audio_seconds,
         "call_seconds": c.call_seconds,
         "bridge_cpu": result.server_cpu,
         "standin_cpu": result.standin_cpu,
+        "stores_cpu": result.stores_cpu,
         "loadgen_cpu": result.loadgen_cpu,
         "machine_busy": result.machine_busy,
         "loadgen_lag_ms_p99": percentile(c.lag_ms, 99),
@@ -79,6 +94,7 @@ HEADERS = [
     "cpu/audio-s",
     "cpu/call-s",
     "rss/call",
+    "rss peak/call",
     "rss base",
     "rss load",
     "bridge cpu",
@@ -96,6 +112,7 @@ def row(s: dict[str, Any]) -> list[str]:
         fmt(s["cpu_ms_per_audio_second"], 2, " ms"),
         fmt(s["cpu_ms_per_call_second"], 2, " ms"),
         fmt(s["rss_kib_per_call"], 0, " KiB"),
+        fmt(s["rss_peak_kib_per_call"], 0, " KiB"),
         fmt(s["rss_base_mib"], 1, " MiB"),
         fmt(s["rss_mean_mib"], 1, " MiB"),
         *process_cells(s),
@@ -131,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="carriers send no caller audio (for comparison)",
     )
+    add_processes_arg(parser)
     add_common_args(parser, repeat=3, seconds=20.0)
     args = parser.parse_args(argv)
     check_common_args(parser, args)
@@ -142,16 +160,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     notes.append(
         "cpu/audio-s: bridge CPU ms per second of audio delivered; cpu/call-s: per second of "
-        "connected call; rss/call: (mean RSS under load - RSS before) / calls held; whole "
-        f"bridge process from /proc; medians over {args.repeat} run(s)"
+        "connected call; rss/call: (mean RSS under load - RSS before) / calls held; rss "
+        "peak/call: (peak RSS from the load's start, the ramp's call starts included, to the "
+        "window's end - RSS before) / calls started; whole bridge process from /proc; medians "
+        f"over {args.repeat} run(s)"
     )
+    notes += processes_note(args.processes)
     emit(
         as_json=args.json,
         benchmark="cost",
         machine=machine,
-        settings=settings_of(args, caller_audio=not args.no_caller_audio),
+        settings=settings_of(args, caller_audio=not args.no_caller_audio, processes=args.processes),
         results=summaries,
-        lines=table(HEADERS, [row(s) for s in summaries]),
+        lines=table(process_headers(HEADERS, args.processes), [row(s) for s in summaries]),
         notes=notes,
     )
     return 0

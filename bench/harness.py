@@ -1,9 +1,11 @@
 """Runs one load: the bridge in its own process, simulated carriers in load-generator processes.
 
 `BenchEnv` owns what outlives a run (the Waves stand-in process and a fake Plivo REST API in
-this process). `BenchEnv.run(spec)` starts a fresh bridge process, warms it up with one call,
-starts the load generators, reads the bridge's CPU and memory from /proc over the measurement
-window, then collects the carriers' figures and the bridge's `first_audio` events.
+this process; with `processes` > 1 also the Redis and PostgreSQL the bridges share, see
+`bench.cluster`). `BenchEnv.run(spec)` starts fresh bridge processes, warms each up with one
+call, starts the load generators, reads the bridges' CPU and memory from /proc over the
+measurement window (summed over the processes), then collects the carriers' figures and the
+bridges' `first_audio` events.
 `bench.agent` adds its own flows folder, an agent process told the window (`on_window`) and the
 stand-in's timing log (`standin_timing`).
 """
@@ -15,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -26,11 +27,11 @@ from typing import Any
 import httpx
 
 from bench.child import Child
+from bench.cluster import SharedStores, merge_stats
 from bench.common import (
     BenchError,
     ProcSample,
     cpu_share,
-    percentile,
     read_system_cpu,
     system_busy,
     try_read_proc,
@@ -72,13 +73,17 @@ class LoadSpec:
 class LoadResult:
     spec: LoadSpec
     window_seconds: float
-    server_cpu: float | None  # share of one core over the window
+    server_cpu: float | None  # share of one core over the window (the bridges' sum)
     standin_cpu: float | None
+    stores_cpu: float | None  # Redis and PostgreSQL of several processes (None: one process)
     loadgen_cpu: float | None  # all load generators together
     loadgen_cpu_max: float | None  # the busiest one
-    rss_base: int  # the bridge's resident memory after warm-up, before the load
+    # The bridges' resident memory (summed over the processes): after warm-up, before the
+    # load; mean and max over the window; the peak from the load's start to the window's end.
+    rss_base: int
     rss_mean: float
     rss_max: int
+    rss_peak: int
     server_active_mid: int
     machine_busy: float | None  # the whole machine, as a fraction of all its CPUs
     added_ms: list[float]  # the bridge's first_audio events inside the window
@@ -86,7 +91,8 @@ class LoadResult:
     carriers: WorkerStats
     notes: list[str] = field(default_factory=list)
     window: tuple[float, float] = (0.0, 0.0)  # monotonic times of the measurement window
-    stats: dict[str, Any] = field(default_factory=dict)  # the bridge's /_bench/stats at the end
+    stats: dict[str, Any] = field(default_factory=dict)  # the bridges' /_bench/stats at the end
+    processes: int = 1
 
 
 class BenchEnv:
@@ -106,6 +112,7 @@ class BenchEnv:
             ws=args.ws,
             loop=args.loop,
             waves_transport=args.waves_transport,
+            processes=getattr(args, "processes", 1),
         )
 
     def __init__(
@@ -122,6 +129,7 @@ class BenchEnv:
         loop: str = "auto",
         waves_transport: str = "websocket",
         standin_timing: bool = False,
+        processes: int = 1,
     ) -> None:
         self.ws = ws
         self.loop = loop
@@ -142,6 +150,8 @@ class BenchEnv:
         self.standin: Child | None = None
         self.waves: dict[str, Any] = {}
         self.plivo_api_url = ""
+        self.processes = processes
+        self.stores: SharedStores | None = None
 
     async def __aenter__(self) -> BenchEnv:
         await self._stack.__aenter__()
@@ -158,6 +168,10 @@ class BenchEnv:
                 self._stack.push_async_callback(self.standin.stop)
                 await self.standin.start()
                 self.waves = await self.standin.read_json(START_TIMEOUT)
+            if self.processes > 1:
+                self.stores = SharedStores()
+                self._stack.push_async_callback(self.stores.close)
+                await self.stores.start()
         except BaseException:
             await self._stack.aclose()
             raise
@@ -179,7 +193,7 @@ class BenchEnv:
             args += ["--timing-log", str(self.timing_log.resolve())]
         return args
 
-    def _bridge_args(self, flow: str, flows_dir: Path | None = None) -> list[str]:
+    def _bridge_args(self, name: str, flow: str, flows_dir: Path | None = None) -> list[str]:
         args = [
             *self._tts_args("bridge"),
             *("--flow", flow, "--plivo-api-url", self.plivo_api_url),
@@ -192,10 +206,29 @@ class BenchEnv:
             args += ["--flows-dir", str(flows_dir.resolve())]
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
-            args += ["--profile", str(self.profile_dir.resolve() / f"bridge-{self._runs}.prof")]
+            args += ["--profile", str(self.profile_dir.resolve() / f"{name}.prof")]
+        if self.stores is not None:
+            args += self.stores.bridge_args(name)
         if self.standin_inproc:
             return [*args, "--standin-inproc"]
         return [*args, "--waves-url", self.waves["waves_url"], "--waves-key", self.waves["api_key"]]
+
+    def _bridges(self, spec: LoadSpec) -> list[Child]:
+        """This run's bridge processes (not started): one, or `processes` sharing the stores."""
+        names = [f"bridge-{self._runs}"]
+        if self.processes > 1:
+            names = [f"bridge-{self._runs}-{k}" for k in range(self.processes)]
+        env = self.stores.env if self.stores is not None else None
+        return [
+            Child(
+                name,
+                "bench.server",
+                self._bridge_args(name, spec.flow, spec.flows_dir),
+                self.log_dir,
+                env,
+            )
+            for name in names
+        ]
 
     async def run(
         self,
@@ -205,33 +238,32 @@ class BenchEnv:
         """One run; `on_window(start, end)` is told the window's monotonic times as the load
         starts (before the window opens)."""
         self._runs += 1
-        bridge = Child(
-            f"bridge-{self._runs}",
-            "bench.server",
-            self._bridge_args(spec.flow, spec.flows_dir),
-            self.log_dir,
-        )
+        if self.stores is not None:
+            await self.stores.fresh()
+        bridges = self._bridges(spec)
         workers: list[Child] = []
         try:
-            await bridge.start()
-            ready = await bridge.read_json(START_TIMEOUT)
-            url = str(ready["url"])
+            urls: list[str] = []
+            for bridge in bridges:
+                await bridge.start()
+            for bridge in bridges:
+                urls.append(str((await bridge.read_json(START_TIMEOUT))["url"]))
             # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them:
             # a request sent on a connection the server is closing fails at random otherwise.
             limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
             async with httpx.AsyncClient(timeout=15, limits=limits) as http:
-                await self._check_carrier(http, url, spec.carrier)
-                await self._warm_up(http, url, spec)
+                await self._check_carrier(http, urls[0], spec.carrier)
+                for url in urls:
+                    await self._warm_up(http, url, spec)
                 await asyncio.sleep(0.5)
-                base = try_read_proc(bridge.pid)
-                workers = await self._start_workers(spec, url)
-                return await self._measure(spec, url, http, bridge, workers, base, on_window)
+                base = [try_read_proc(bridge.pid) for bridge in bridges]
+                workers = await self._start_workers(spec, urls)
+                return await self._measure(spec, urls, http, bridges, workers, base, on_window)
         except httpx.HTTPError as exc:
-            raise BenchError(
-                f"the bridge stopped answering ({exc!r}):\n{bridge.log_tail()}"
-            ) from None
+            tails = "\n".join(bridge.log_tail() for bridge in bridges)
+            raise BenchError(f"the bridge stopped answering ({exc!r}):\n{tails}") from None
         finally:
-            for child in [bridge, *workers]:
+            for child in [*bridges, *workers]:
                 await child.stop()
 
     async def _check_carrier(self, http: httpx.AsyncClient, url: str, carrier: str) -> None:
@@ -242,7 +274,7 @@ class BenchEnv:
 
     async def _warm_up(self, http: httpx.AsyncClient, url: str, spec: LoadSpec) -> None:
         """One call first, so the stand-in has rendered the flow's text and sockets are open."""
-        job = self._job(spec, url, [0.0])
+        job = self._job(spec, [url], [0.0])
         ended_by = ""
         for _ in range(WARMUP_TRIES):
             script = CallScript(flow=spec.flow, caller_audio=False, hangup_after=WARMUP_SECONDS)
@@ -260,12 +292,14 @@ class BenchEnv:
             ended_by = result.ended_by
         raise BenchError(f"the warm-up call heard no audio (ended by {ended_by})")
 
-    def _job(self, spec: LoadSpec, url: str, slots: list[float]) -> Job:
+    def _job(
+        self, spec: LoadSpec, urls: list[str], slots: list[float], slot_ids: list[int] | None = None
+    ) -> Job:
         window_end = spec.ramp + spec.settle + spec.seconds
         run_seconds = window_end + spec.tail
         return Job(
             carrier=spec.carrier,
-            base_url=url,
+            base_url=urls[0],
             flow=spec.flow,
             slots=slots,
             call_seconds=spec.call_seconds if spec.call_seconds is not None else run_seconds,
@@ -275,10 +309,14 @@ class BenchEnv:
             vonage_rate=self.vonage_rate,
             redial=spec.redial,
             prompt_starts=spec.prompt_starts,
+            urls=urls if len(urls) > 1 else [],
+            slot_ids=slot_ids if slot_ids is not None else list(range(len(slots))),
+            total_slots=spec.calls,
         )
 
-    async def _start_workers(self, spec: LoadSpec, url: str) -> list[Child]:
+    async def _start_workers(self, spec: LoadSpec, urls: list[str]) -> list[Child]:
         offsets = [i * spec.ramp / spec.calls for i in range(spec.calls)]
+        ids = list(range(spec.calls))
         count = min(spec.loadgen_procs, spec.calls)
         workers = [
             Child(f"loadgen-{self._runs}-{k}", "bench.loadgen", [], self.log_dir)
@@ -286,7 +324,7 @@ class BenchEnv:
         ]
         for k, worker in enumerate(workers):
             await worker.start()
-            job = self._job(spec, url, offsets[k::count])
+            job = self._job(spec, urls, offsets[k::count], ids[k::count])
             await worker.send(dataclasses.asdict(job))
         for worker in workers:
             if await worker.read_line(START_TIMEOUT) != "ready":
@@ -296,23 +334,30 @@ class BenchEnv:
     async def _measure(
         self,
         spec: LoadSpec,
-        url: str,
+        urls: list[str],
         http: httpx.AsyncClient,
-        bridge: Child,
+        bridges: list[Child],
         workers: list[Child],
-        base: ProcSample | None,
+        base: list[ProcSample | None],
         on_window: Callable[[float, float], Awaitable[None]] | None = None,
     ) -> LoadResult:
         start_at = time.monotonic() + 0.3
         for worker in workers:
             await worker.send({"start_at": start_at})
-        job = self._job(spec, url, [])
+        job = self._job(spec, urls, [])
         window_start, window_end = start_at + job.window[0], start_at + job.window[1]
         if on_window is not None:
             await on_window(window_start, window_end)
-        pids = {"bridge": bridge.pid, "standin": self.standin.pid if self.standin else None}
-        await _sleep_until(window_start)
+        pids = {bridge.name: bridge.pid for bridge in bridges}
+        pids["standin"] = self.standin.pid if self.standin else None
+        stores = self.stores.pids() if self.stores is not None else []
+        # The peak is looked for from the load's start: a burst of call starts is in the ramp.
+        peak = 0
+        while time.monotonic() < window_start:
+            peak = max(peak, _bridges_rss(bridges))
+            await asyncio.sleep(min(RSS_SAMPLE_EVERY, max(0.0, window_start - time.monotonic())))
         before = {name: try_read_proc(pid) for name, pid in pids.items()}
+        stores_before = [try_read_proc(pid) for pid in stores]
         machine_before = read_system_cpu()
         t0 = time.monotonic()
         rss: list[int] = []
@@ -321,13 +366,14 @@ class BenchEnv:
             now = time.monotonic()
             if now >= window_end:
                 break
-            sample = try_read_proc(bridge.pid)
-            if sample is not None:
-                rss.append(sample.rss_bytes)
+            rss.append(_bridges_rss(bridges))
             if active_mid < 0 and now >= (window_start + window_end) / 2:
-                active_mid = int((await http.get(url + STATS_PATH)).json()["active_calls"])
+                active_mid = 0
+                for url in urls:
+                    active_mid += int((await http.get(url + STATS_PATH)).json()["active_calls"])
             await asyncio.sleep(min(RSS_SAMPLE_EVERY, max(0.0, window_end - time.monotonic())))
         after = {name: try_read_proc(pid) for name, pid in pids.items()}
+        stores_after = [try_read_proc(pid) for pid in stores]
         machine_after = read_system_cpu()
         t1 = time.monotonic()
         carriers = WorkerStats(window_start, window_end)
@@ -337,19 +383,22 @@ class BenchEnv:
             carriers.merge(data)
             if data.get("cpu_seconds") is not None:
                 loadgen.append(float(data["cpu_seconds"]) / spec.seconds)
-        stats = (await http.get(url + STATS_PATH)).json()
+        stats = merge_stats([(await http.get(url + STATS_PATH)).json() for url in urls])
         added = [ms for t, ms in stats["first_audio"] if window_start <= t <= window_end]
         shares = {name: cpu_share(before[name], after[name], t1 - t0) for name in pids}
+        bridge_shares = [shares[bridge.name] for bridge in bridges]
         return LoadResult(
             spec=spec,
             window_seconds=t1 - t0,
-            server_cpu=shares["bridge"],
+            server_cpu=None if None in bridge_shares else sum(s or 0.0 for s in bridge_shares),
             standin_cpu=shares["standin"],
+            stores_cpu=_cpu_of(stores_before, stores_after, t1 - t0) if stores else None,
             loadgen_cpu=sum(loadgen) if loadgen else None,
             loadgen_cpu_max=max(loadgen) if loadgen else None,
-            rss_base=base.rss_bytes if base is not None else 0,
+            rss_base=sum(b.rss_bytes for b in base if b is not None),
             rss_mean=sum(rss) / len(rss) if rss else 0.0,
             rss_max=max(rss, default=0),
+            rss_peak=max(peak, *rss) if rss else peak,
             server_active_mid=max(0, active_mid),
             machine_busy=system_busy(machine_before, machine_after),
             added_ms=added,
@@ -357,11 +406,22 @@ class BenchEnv:
             carriers=carriers,
             window=(window_start, window_end),
             stats=stats,
+            processes=len(bridges),
         )
 
 
-async def _sleep_until(t: float) -> None:
-    await asyncio.sleep(max(0.0, t - time.monotonic()))
+def _cpu_of(
+    before: list[ProcSample | None], after: list[ProcSample | None], seconds: float
+) -> float:
+    """The share of one core a set of processes used (those gone by the end count 0)."""
+    shares = (cpu_share(b, a, seconds) for b, a in zip(before, after, strict=True))
+    return sum(share or 0.0 for share in shares)
+
+
+def _bridges_rss(bridges: list[Child]) -> int:
+    """The bridges' resident memory together (a process gone counts 0)."""
+    samples = [try_read_proc(bridge.pid) for bridge in bridges]
+    return sum(sample.rss_bytes for sample in samples if sample is not None)
 
 
 @contextlib.contextmanager
@@ -373,74 +433,3 @@ def _log_dir(keep: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="tb-bench-logs-") as path:
         yield Path(path)
-
-
-# Above these, the load generator's own timing is suspect and its figures are flagged.
-LOADGEN_CPU_LIMIT = 0.85
-LOADGEN_LAG_LIMIT_MS = 20.0
-MACHINE_BUSY_LIMIT = 0.9
-
-
-def loadgen_saturated(result: LoadResult) -> bool:
-    lag = percentile(result.carriers.lag_ms, 99)
-    return (result.loadgen_cpu_max or 0.0) > LOADGEN_CPU_LIMIT or (
-        lag is not None and lag > LOADGEN_LAG_LIMIT_MS
-    )
-
-
-def run_notes(result: LoadResult, cpus: int | None) -> list[str]:
-    """Warnings about one run: saturation, failed calls, protocol violations."""
-    notes: list[str] = []
-    calls = result.spec.calls
-    c = result.carriers
-    if loadgen_saturated(result):
-        lag = percentile(c.lag_ms, 99)
-        notes.append(
-            f"{calls} calls: the load generator was near saturation (busiest process "
-            f"{(result.loadgen_cpu_max or 0) * 100:.0f}% of a core, loop lag p99 "
-            f"{lag or 0:.1f} ms): its timings are pessimistic; try --loadgen-procs"
-        )
-    ours = sum(x or 0.0 for x in (result.server_cpu, result.standin_cpu, result.loadgen_cpu))
-    busy = result.machine_busy
-    if busy is not None and busy > MACHINE_BUSY_LIMIT and cpus:
-        others = max(0.0, busy * cpus - ours)
-        notes.append(
-            f"{calls} calls: the machine was CPU-bound ({busy * 100:.0f}% of its {cpus} "
-            f"CPUs busy; the benchmark's processes used {ours * 100:.0f}% of a core, other "
-            f"processes about {others * 100:.0f}%): they competed for CPU"
-        )
-    if c.violations:
-        notes.append(
-            f"{calls} calls: {c.violations} protocol violations, e.g. {c.violation_examples[:2]}"
-        )
-    if c.errors:
-        notes.append(f"{calls} calls: failed calls {dict(c.errors)}")
-    if c.no_audio:
-        notes.append(f"{calls} calls: {c.no_audio} calls measured heard no audio")
-    troubles = {k: v for k, v in result.server_counts.items() if k in ("tts_error", "mark_timeout")}
-    if troubles:
-        notes.append(f"{calls} calls: bridge events {troubles}")
-    return notes
-
-
-async def run_steps(
-    args: argparse.Namespace,
-    machine: dict[str, Any],
-    spec_for: Callable[[int], LoadSpec],
-    figures: Callable[[LoadResult], dict[str, Any]],
-    summarise: Callable[[int, list[dict[str, Any]]], dict[str, Any]],
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Each concurrency in `args.calls`, `args.repeat` times: summaries and notes."""
-    summaries: list[dict[str, Any]] = []
-    notes: list[str] = []
-    async with BenchEnv.from_args(args) as env:
-        for calls in args.calls:
-            runs: list[dict[str, Any]] = []
-            for _ in range(args.repeat):
-                result = await env.run(spec_for(calls))
-                runs.append(figures(result))
-                notes += run_notes(result, machine["nproc"])
-            summaries.append(summarise(calls, runs))
-            if not args.json:
-                print(f"... {calls} calls done", file=sys.stderr, flush=True)
-    return summaries, notes

@@ -35,7 +35,8 @@ from bench.common import (
     settings_of,
     table,
 )
-from bench.harness import LoadResult, LoadSpec, run_steps
+from bench.harness import LoadResult, LoadSpec
+from bench.steps import run_steps
 
 FLOW = "short"
 

@@ -1,4 +1,4 @@
-"""A load-generator process: many simulated carrier calls against one bridge, measured.
+"""A load-generator process: many simulated carrier calls against the bridge, measured.
 
 Run by `bench.harness` as `python -m bench.loadgen`. It reads its job (one JSON line) from
 stdin, prints `ready`, waits for the `go` line that carries the common start time, runs its
@@ -10,6 +10,10 @@ job's `redial` off, one call per slot, ended by the bridge or at the deadline).
 Lateness is measured on the carrier side by `MeteredPlayout`: the carrier's playback queue runs
 dry at `queue_end`; an audio message that continues a prompt and arrives after that moment is
 late by the difference, and the caller heard a gap (an underrun). See bench/README.md.
+
+Against several bridge processes (`Job.urls`) calls are spread as a round-robin load balancer
+would, the answer webhook and the stream independently: call i's webhook goes to process
+i mod N and its stream to process (i + 1) mod N, which takes the token another process minted.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -182,6 +187,11 @@ class Job:
     vonage_rate: int = 16000
     redial: bool = True  # False: each slot places one call only
     prompt_starts: bool = False  # record each prompt's first audio (WorkerStats.prompt_starts)
+    # Several bridge processes (empty: `base_url` alone); calls are numbered over all the load
+    # generators' slots: slot `slot_ids[k]` places calls slot_id, slot_id + total_slots, ...
+    urls: list[str] = field(default_factory=list)
+    slot_ids: list[int] = field(default_factory=list)
+    total_slots: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -197,18 +207,56 @@ class Job:
             vonage_rate=int(data.get("vonage_rate", 16000)),
             redial=bool(data.get("redial", True)),
             prompt_starts=bool(data.get("prompt_starts", False)),
+            urls=[str(u) for u in data.get("urls", [])],
+            slot_ids=[int(i) for i in data.get("slot_ids", [])],
+            total_slots=int(data.get("total_slots", 0)),
         )
 
+    def targets(self, index: int) -> tuple[str, str]:
+        """(answer webhook, stream) base URLs of call number `index`."""
+        urls = self.urls or [self.base_url]
+        return urls[index % len(urls)], urls[(index + 1) % len(urls)]
 
-def make_call(job: Job, script: CallScript, stats: WorkerStats) -> SimulatedCall:
-    """A simulated call of the job's carrier whose playback queue is metered into `stats`."""
-    call: SimulatedCall
+
+def restream(url: str | None, base_url: str) -> str | None:
+    """The stream URL of an answer, sent to the process at `base_url` instead."""
+    if url is None:
+        return None
+    return urlunsplit(urlsplit(url)._replace(netloc=urlsplit(base_url).netloc))
+
+
+class SpreadPlivoCall(PlivoCall):
+    """A Plivo call whose stream opens on `stream_to` (None: where the answer said)."""
+
+    stream_to: str | None = None
+
+    async def answer(self, http: httpx.AsyncClient) -> str | None:
+        url = await super().answer(http)
+        return url if self.stream_to is None else restream(url, self.stream_to)
+
+
+class SpreadVonageCall(VonageCall):
+    """A Vonage call whose stream opens on `stream_to` (None: where the answer said)."""
+
+    stream_to: str | None = None
+
+    async def answer(self, http: httpx.AsyncClient) -> str | None:
+        url = await super().answer(http)
+        return url if self.stream_to is None else restream(url, self.stream_to)
+
+
+def make_call(job: Job, script: CallScript, stats: WorkerStats, index: int = 0) -> SimulatedCall:
+    """Call number `index` of the job's carrier, its playback queue metered into `stats`."""
+    answer_to, stream_to = job.targets(index)
+    call: SpreadPlivoCall | SpreadVonageCall
     if job.carrier == "plivo":
-        call = PlivoCall(job.base_url, SIM_PLIVO_AUTH_TOKEN, script)
+        call = SpreadPlivoCall(answer_to, SIM_PLIVO_AUTH_TOKEN, script)
     elif job.carrier == "vonage":
-        call = VonageCall(job.base_url, SIM_VONAGE_SECRET, script, rate=job.vonage_rate)
+        call = SpreadVonageCall(answer_to, SIM_VONAGE_SECRET, script, rate=job.vonage_rate)
     else:
         raise ValueError(f"unknown carrier {job.carrier!r}")
+    if stream_to != answer_to:
+        call.stream_to = stream_to
     call_id = call.result.call_id if job.prompt_starts else None
     call.playout = MeteredPlayout(call.bytes_per_second, call.frame_bytes, stats, call_id)
     return call
@@ -255,17 +303,19 @@ class Worker:
             ]
             try:
                 async with asyncio.TaskGroup() as group:
-                    for offset in self.job.slots:
-                        group.create_task(self._slot(http, offset))
+                    ids = self.job.slot_ids or range(len(self.job.slots))
+                    for offset, slot_id in zip(self.job.slots, ids, strict=True):
+                        group.create_task(self._slot(http, offset, slot_id))
             finally:
                 for probe in probes:
                     probe.cancel()
                 await asyncio.gather(*probes, return_exceptions=True)
         return self.stats
 
-    async def _slot(self, http: httpx.AsyncClient, offset: float) -> None:
+    async def _slot(self, http: httpx.AsyncClient, offset: float, slot_id: int) -> None:
         await asyncio.sleep(max(0.0, self.start_at + offset - time.monotonic()))
-        for _ in range(MAX_CALLS_PER_SLOT if self.job.redial else 1):
+        every = self.job.total_slots or len(self.job.slots)
+        for n in range(MAX_CALLS_PER_SLOT if self.job.redial else 1):
             remaining = self.deadline - time.monotonic()
             if remaining < 0.5:
                 return
@@ -273,7 +323,7 @@ class Worker:
             script = CallScript(
                 flow=self.job.flow, caller_audio=self.job.caller_audio, hangup_after=hang_up
             )
-            call = make_call(self.job, script, self.stats)
+            call = make_call(self.job, script, self.stats, slot_id + n * every)
             self.stats.calls_started += 1
             self.live.add(call)
             try:

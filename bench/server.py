@@ -8,7 +8,11 @@ and serves until SIGINT/SIGTERM, or until its stdin closes with `--stop-on-eof`.
 
 Besides the app's routes the bridge answers `GET /_bench/stats`: the `first_audio` observer
 events (monotonic time, `added_ms`), the agent step's utterances (`agent`: its events joined per
-utterance, with their monotonic times), counts of every observer event, and the live calls.
+utterance, with their monotonic times), counts of every observer event, the live calls, and the
+requests it was sent by kind and path (`requests`: "http /plivo/answer", "websocket
+/plivo/stream", ...), which show where a cluster's load balancer sent each call.
+`--redis-url`, `--db` and `--process-id` make it one process of a cluster (bench.cluster); the
+cluster's TELEBRIDGE_SECRET comes from the environment.
 
 `--timing-log PATH` (either role) makes the stand-in append one JSON line per segment it speaks:
 its request id, when the segment's first frame and its flush arrived and when its first chunk
@@ -54,6 +58,7 @@ logger = logging.getLogger(__name__)
 STATS_PATH = "/_bench/stats"
 # Observer events kept for /_bench/stats; beyond this the oldest are dropped (bounded memory).
 MAX_EVENTS = 1_000_000
+MAX_PATHS = 100  # request paths counted; others are counted as "other"
 
 
 class EventRecorder:
@@ -103,8 +108,14 @@ class BenchRoutes:
         self._app = app
         self._recorder = recorder
         self._bridge = bridge
+        self._requests: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"] != STATS_PATH:
+            kind = f"{scope['type']} {scope['path']}"
+            if kind not in self._requests and len(self._requests) >= MAX_PATHS:
+                kind = "other"
+            self._requests[kind] += 1
         if scope["type"] == "http" and scope["path"] == STATS_PATH:
             body = json.dumps(
                 {
@@ -113,6 +124,7 @@ class BenchRoutes:
                     "counts": dict(self._recorder.counts),
                     "first_audio": self._recorder.first_audio,
                     "agent": self._recorder.agent,
+                    "requests": dict(self._requests),
                 }
             ).encode()
             headers = [(b"content-type", b"application/json")]
@@ -282,12 +294,18 @@ async def serve_bridge(args: argparse.Namespace) -> None:
         sock = bind_tcp_loopback(args.port)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-bench-")))
+        # In a cluster (bench.cluster): the shared Redis and database, this process's name; the
+        # shared TELEBRIDGE_SECRET comes from the environment, never the command line.
+        cluster: dict[str, Any] = {}
+        if args.redis_url is not None:
+            cluster["telebridge_redis_url"] = args.redis_url
+            cluster["telebridge_process_id"] = args.process_id
         settings = load_settings(
             None,
             telebridge_public_url=url,
             telebridge_flows_dir=Path(args.flows_dir),
             telebridge_flow=args.flow,
-            telebridge_db=workdir / "calls.db",
+            telebridge_db=args.db or workdir / "calls.db",
             telebridge_numbers={},
             telebridge_log_level=args.log_level,
             plivo_auth_id=SIM_PLIVO_AUTH_ID,
@@ -309,6 +327,7 @@ async def serve_bridge(args: argparse.Namespace) -> None:
             telebridge_max_calls=args.max_calls,
             # bench/flows has an agent step (agent.yaml): the bridge refuses to start without one.
             telebridge_agent_secret=args.agent_secret or secrets.token_hex(16),
+            **cluster,
         )
         bridge = Bridge.from_settings(settings)
         recorder = EventRecorder()
@@ -356,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-cache-mb", type=int, default=0, help="0: no prompt cache")
     parser.add_argument("--max-calls", type=int, default=100_000, help="TELEBRIDGE_MAX_CALLS")
     parser.add_argument(
+        "--redis-url", help="TELEBRIDGE_REDIS_URL: join this cluster (a 127.0.0.1 Redis)"
+    )
+    parser.add_argument(
+        "--db", help="TELEBRIDGE_DB (a 127.0.0.1 PostgreSQL URL; default: SQLite in a temp dir)"
+    )
+    parser.add_argument("--process-id", default=None, help="TELEBRIDGE_PROCESS_ID")
+    parser.add_argument(
         "--agent-secret", default=None, help="TELEBRIDGE_AGENT_SECRET (default: a random one)"
     )
     parser.add_argument(
@@ -383,9 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-on-eof", action="store_true", help="stop when stdin closes")
     parser.add_argument("--profile", type=Path, help="write a cProfile of this process here")
     args = parser.parse_args(argv)
-    for name in ("plivo_api_url", "waves_url"):
+    for name in ("plivo_api_url", "waves_url", "redis_url", "db"):
         value = getattr(args, name)
-        if value is not None and "//127.0.0.1:" not in value:
+        if value is not None and not any(m in value for m in ("//127.0.0.1:", "@127.0.0.1:")):
             parser.error(f"--{name.replace('_', '-')} must be a 127.0.0.1 address")
     if args.waves_url is not None and args.waves_key is None:
         parser.error("--waves-url needs --waves-key")

@@ -1,7 +1,9 @@
 """The benchmarks run end to end at a tiny size and print their figures; no performance asserted.
 
 Each benchmark is run as its own command (bridge, Waves stand-in and load generator in their own
-processes, as for real), for a couple of calls and a second or two. The lateness rule the
+processes, as for real), for a couple of calls and a second or two; the capacity benchmark also
+with two bridge processes in one cluster (a private Redis and PostgreSQL), checking that the
+calls went where a round-robin load balancer would send them. The lateness rule the
 capacity benchmark judges by is checked on its own, with made-up arrival times.
 """
 
@@ -14,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import percentile, percentile_with_zeros
-from bench.loadgen import MeteredPlayout, WorkerStats
+from bench.common import percentile, percentile_with_zeros, process_headers
+from bench.loadgen import Job, MeteredPlayout, WorkerStats, restream
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--seconds", "1.5", "--repeat", "1", "--ramp", "0", "--settle", "0.5"]
@@ -66,6 +68,9 @@ def test_cost_prints_json_for_vonage() -> None:
     assert result["calls"] == 2
     assert result["cpu_ms_per_audio_second"] is not None
     assert result["rss_kib_per_call"] is not None
+    assert result["rss_peak_kib_per_call"] is not None
+    # The peak is looked for over the window too, so it is never below the window's mean.
+    assert result["rss_peak_mib"] >= result["rss_mean_mib"] > 0
     assert result["audio_seconds"] > 0
 
 
@@ -76,6 +81,40 @@ def test_capacity_prints_each_step_and_a_verdict() -> None:
     assert len(rows) == 1
     assert rows[0].split()[-1] in ("pass", "fail", "inconclusive")
     assert any(line.startswith("capacity ") for line in out.splitlines())
+
+
+def test_capacity_spreads_calls_over_two_processes() -> None:
+    # Two bridges sharing a private Redis, PostgreSQL and secret; three calls numbered 0, 1, 2.
+    args = ["--carrier", "plivo", "--steps", "3", "--processes", "2", "--json", *TINY]
+    document = json.loads(run_bench("bench.capacity", *args))
+    assert document["settings"]["processes"] == 2
+    step = document["results"][0]
+    # Every call held: each stream was taken by the process that did not mint its token.
+    assert step["held"] == 3 and step["failed_calls"] == 0 and step["violations"] == 0, step
+    (run,) = step["runs"]
+    answers = [p.get("http /plivo/answer", 0) for p in run["requests_by_process"]]
+    streams = [p.get("websocket /plivo/stream", 0) for p in run["requests_by_process"]]
+    # One warm-up call to each process itself, then call i: webhook to i mod 2, stream to
+    # (i + 1) mod 2.
+    assert answers == [1 + 2, 1 + 1] and streams == [1 + 1, 1 + 2], run["requests_by_process"]
+
+
+def test_calls_are_spread_as_a_round_robin_balancer_would() -> None:
+    urls = ["http://127.0.0.1:1001", "http://127.0.0.1:1002", "http://127.0.0.1:1003"]
+    job = Job("plivo", urls[0], "medium", [0.0], 10.0, 10.0, (0.0, 5.0), urls=urls)
+    assert [job.targets(i) for i in range(4)] == [
+        (urls[0], urls[1]),
+        (urls[1], urls[2]),
+        (urls[2], urls[0]),
+        (urls[0], urls[1]),
+    ]
+    alone = Job("plivo", urls[0], "medium", [0.0], 10.0, 10.0, (0.0, 5.0))
+    assert alone.targets(7) == (urls[0], urls[0])
+    stream = "ws://127.0.0.1:1001/plivo/stream?token=abc.def"
+    assert restream(stream, urls[2]) == "ws://127.0.0.1:1003/plivo/stream?token=abc.def"
+    assert restream(None, urls[2]) is None
+    assert process_headers(["calls", "bridge cpu"], 3) == ["calls", "bridge cpu (sum of 3)"]
+    assert process_headers(["calls", "bridge cpu"], 1) == ["calls", "bridge cpu"]
 
 
 def test_agent_prints_its_figures() -> None:
