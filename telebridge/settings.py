@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # prompts survive a restart and play while Waves is down; bounded by the least recently played.
     telebridge_cache_dir: Path | None = None
     telebridge_cache_disk_mb: int = Field(512, ge=1, le=1_048_576)
+    # With TELEBRIDGE_REDIS_URL: most audio the cluster's shared prompt cache keeps in Redis; 0
+    # turns the shared layer off (each process then also synthesises the prompts others make).
+    telebridge_shared_cache_mb: int = Field(64, ge=0, le=65536)
     # Time allowed for the first audio chunk of a request before it counts as failed.
     # Short on purpose: a failed first try is retried (see call.speaker.RETRY_WINDOW), and dead air
     # stays under ~3 s.

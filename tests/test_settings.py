@@ -67,6 +67,7 @@ VALUES: dict[str, tuple[str, object]] = {
     "TELEBRIDGE_CACHE_MB": ("0", 0),
     "TELEBRIDGE_CACHE_DIR": ("/var/cache/telebridge", Path("/var/cache/telebridge")),
     "TELEBRIDGE_CACHE_DISK_MB": ("2048", 2048),
+    "TELEBRIDGE_SHARED_CACHE_MB": ("16", 16),
     "WAVES_API_KEY": ("sk_test", "sk_test"),
     "WAVES_URL": ("ws://127.0.0.1:9000/tts", "ws://127.0.0.1:9000/tts"),
     "WAVES_VOICE": ("arnav", "arnav"),

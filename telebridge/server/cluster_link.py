@@ -1,7 +1,8 @@
 """`ClusterLink`: this process's part in a cluster (`TELEBRIDGE_REDIS_URL`): its calls in the
 cluster's registry (claimed when a stream starts, their step kept current, released at the end),
-the bus that serves the call API's say, hangup and transfer for them to the other processes, and
-`ClusterSlots`, the cluster-wide `WAVES_MAX_IN_FLIGHT`.
+the bus that serves the call API's say, hangup and transfer for them to the other processes,
+`ClusterSlots`, the cluster-wide `WAVES_MAX_IN_FLIGHT`, and the prompt cache's shared layer
+(`ClusterPrompts`, server/cluster_prompts.py).
 
 Made by the app's lifespan. When Redis is lost calls go on: control and `GET /v1/calls` see only
 this process's calls and the Waves cap counts this process alone, said once by a WARNING;
@@ -28,6 +29,7 @@ from telebridge.cluster import (
     Registry,
     Semaphore,
 )
+from telebridge.server.cluster_prompts import ClusterPrompts
 from telebridge.settings import Settings
 
 __all__ = ["ClusterLink", "ClusterSlots", "check_cluster"]
@@ -94,7 +96,7 @@ class ClusterLink:
             return None
         return (
             f"cluster: {reason}: control and GET /v1/calls see only this process's calls, "
-            "WAVES_MAX_IN_FLIGHT counts this process alone"
+            "WAVES_MAX_IN_FLIGHT counts this process alone, prompts are synthesised alone"
         )
 
     def fell_back(self) -> None:
@@ -206,6 +208,10 @@ class ClusterLink:
     def slots(self, limit: int) -> ClusterSlots:
         """The cluster-wide cap of `limit` Waves requests in flight."""
         return ClusterSlots(self, Semaphore(self.cluster, "waves", limit))
+
+    def prompts(self, max_bytes: int, namespace: str) -> ClusterPrompts:
+        """The prompt cache's shared layer, keeping at most `max_bytes` of audio in Redis."""
+        return ClusterPrompts(self.cluster, max_bytes, namespace)
 
     async def close(self) -> None:
         """Stop: the last registry writes (bounded), the bus, the connection."""

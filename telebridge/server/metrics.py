@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
+    from telebridge.server.cluster_prompts import ClusterPrompts
     from telebridge.tts.cache import PromptCache
     from telebridge.tts.guard import WavesGuard
 
@@ -102,6 +103,21 @@ class Metrics:
             "Prompts served from the cache folder (TELEBRIDGE_CACHE_DIR)",
             registry=r,
         )
+        self.cache_shared_hits = Gauge(
+            "telebridge_prompt_cache_shared_hits",
+            "Prompts served from the cluster's shared cache (kept by another process)",
+            registry=r,
+        )
+        self.cache_follows = Gauge(
+            "telebridge_prompt_cache_follows",
+            "Prompts heard as another process of the cluster synthesised them",
+            registry=r,
+        )
+        self.cache_shared_errors = Gauge(
+            "telebridge_prompt_cache_shared_errors",
+            "Prompts synthesised alone because the cluster's Redis could not be reached",
+            registry=r,
+        )
         self.waves_in_flight = Gauge(
             "telebridge_waves_requests_in_flight", "Waves requests under way", registry=r
         )
@@ -174,6 +190,11 @@ class Metrics:
         self.cache_misses.set_function(lambda: cache.misses)
         self.cache_bytes.set_function(lambda: cache.size)
         self.cache_disk_hits.set_function(lambda: cache.disk_hits)
+        self.cache_shared_hits.set_function(lambda: cache.shared_hits)
+        self.cache_follows.set_function(lambda: cache.follows)
+
+    def watch_shared_prompts(self, shared: ClusterPrompts) -> None:
+        self.cache_shared_errors.set_function(lambda: shared.errors)
 
     def watch_guard(self, guard: WavesGuard) -> None:
         self.waves_in_flight.set_function(lambda: guard.in_flight)

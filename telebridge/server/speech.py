@@ -1,7 +1,8 @@
 """What calls speak with, assembled at start: the Waves client of `WAVES_TRANSPORT` (the
 WebSocket, HTTP streaming, or `auto`: the WebSocket with SSE while it cannot be opened), or the
 embedded stand-in without a key, behind the admission guard (its cap shared by the cluster's
-processes when there is one) and the prompt cache."""
+processes when there is one) and the prompt cache (with a layer shared by the cluster's processes
+when there is one)."""
 
 from __future__ import annotations
 
@@ -62,13 +63,21 @@ async def assemble_speech(
         await _prewarm(bridge.guard, client)
     cache_dir = settings.telebridge_cache_dir
     if (settings.telebridge_cache_mb or cache_dir is not None) and bridge.tts is not None:
+        prompts = None
+        if bridge.cluster is not None and settings.telebridge_shared_cache_mb:
+            # Audio of the stand-in and of Waves kept apart, as on disk.
+            namespace = "standin" if settings.uses_standin else "waves"
+            megabytes = settings.telebridge_shared_cache_mb
+            prompts = bridge.cluster.prompts(megabytes * 2**20, namespace)
+            bridge.metrics.watch_shared_prompts(prompts)
         cache = PromptCache(
             bridge.tts,
             max_bytes=settings.telebridge_cache_mb * 2**20,
             directory=folder_for(cache_dir, standin=settings.uses_standin) if cache_dir else None,
             disk_max_bytes=settings.telebridge_cache_disk_mb * 2**20,
+            shared=prompts,
         )
-        # Runs before the Waves client closes: fills stop, disk writes finish.
+        # Runs before the Waves client closes: fills stop, disk writes finish, publishing ends.
         stack.push_async_callback(cache.aclose)
         bridge.tts = cache
         bridge.metrics.watch_cache(cache)

@@ -13,6 +13,13 @@ the synthesis waits for the guard to admit it, as it would have alone.
 With a folder, complete audio is also written to disk in the background, and a prompt missing from
 memory is looked up there before Waves is asked, as part of the same shared synthesis: fixed
 prompts survive a restart and still play while Waves is down.
+
+With a shared layer (`SharedPrompts`, a cluster's), a prompt missing here is looked for there next:
+complete audio kept by another process, or another process's synthesis under way, followed chunk by
+chunk; else this process claims it, and the others follow its chunks. A followed synthesis that
+ends without its end is made here instead, from the start while no reader has heard a chunk of
+it (else the prompt fails as a Waves failure mid-prompt does). Its admission waits are relayed, so
+each reader still gives up at its own deadline.
 """
 
 from __future__ import annotations
@@ -28,9 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from telebridge.tts.cache_folder import Key, PromptFolder
-from telebridge.tts.errors import WavesRateLimited
+from telebridge.tts.errors import WavesRateLimited, WavesTruncated
 from telebridge.tts.guard import admission_wait, speech_deadline
 from telebridge.tts.segmented import text_speech
+from telebridge.tts.shared_prompts import (
+    Following,
+    Owned,
+    PromptLost,
+    PromptPublisher,
+    SharedPrompts,
+    Stored,
+    Waiting,
+    shared_name,
+)
 from telebridge.tts.speech import SpeechOptions, Synthesizer, TextSpeech
 
 logger = logging.getLogger(__name__)
@@ -38,6 +55,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["Key", "PromptCache"]
 
 DEFAULT_DISK_MAX_BYTES = 512 * 2**20
+# Looks in the shared layer for one prompt, at most: each synthesis followed there and lost before
+# anyone here heard it (its process died or failed) costs one; then the prompt is made here alone.
+SHARED_ATTEMPTS = 3
 
 
 @dataclass
@@ -54,12 +74,18 @@ class _Fill:
     counted: bool = False
     # While the guard holds the synthesis back: the earliest time it can be admitted.
     admit_at: float | None = None
+    # A reader took a chunk: the chunks can no longer be replaced by another synthesis's.
+    heard: bool = False
+    # Told of the admission waits too, while other processes follow this synthesis.
+    relay: PromptPublisher | None = None
 
     def waiting(self, until: float | None) -> None:
         """The guard's report on admission (see `guard.admission_wait`): readers re-check."""
         if until != self.admit_at:
             self.admit_at = until
             self.changed.set()
+            if self.relay is not None:
+                self.relay.waiting(None if until is None else max(0.0, until - time.monotonic()))
 
 
 class PromptCache:
@@ -67,6 +93,7 @@ class PromptCache:
 
     `directory` (which must exist: see `cache_folder.open_folder`) adds the on-disk layer, holding
     at most `disk_max_bytes`; it works with `max_bytes` 0 too (every hit then reads the file).
+    `shared` adds the layer shared with other processes, looked in after the disk.
     """
 
     def __init__(
@@ -76,6 +103,7 @@ class PromptCache:
         max_bytes: int,
         directory: Path | None = None,
         disk_max_bytes: int = DEFAULT_DISK_MAX_BYTES,
+        shared: SharedPrompts | None = None,
     ) -> None:
         self._inner = inner
         self._max_bytes = max_bytes
@@ -85,10 +113,13 @@ class PromptCache:
         self._folder = PromptFolder(directory, disk_max_bytes) if directory is not None else None
         self._writes: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()  # one write (and its eviction scan) at a time
+        self._shared = shared
         self._closed = False
         self.hits = 0
         self.misses = 0
         self.disk_hits = 0
+        self.shared_hits = 0  # complete audio from the shared layer
+        self.follows = 0  # another process's synthesis followed to its end
 
     @property
     def size(self) -> int:
@@ -137,6 +168,7 @@ class PromptCache:
             while True:
                 while seen < len(fill.chunks):
                     seen += 1
+                    fill.heard = True
                     yield fill.chunks[seen - 1]
                 if fill.error is not None:
                     raise fill.error
@@ -214,24 +246,17 @@ class PromptCache:
         options: SpeechOptions,
         request_id: str | None,
     ) -> None:
-        chunks: AsyncIterator[bytes] | None = None
         try:
             audio = await self._read_disk(key)
             if audio is not None:
                 self.disk_hits += 1
-                if fill.counted:
-                    self.hits += 1
+                self._count(fill, hit=True)
                 fill.chunks.append(audio)
             else:
-                if fill.counted:
-                    self.misses += 1
-                chunks = self._inner.synthesize(
-                    text, sample_rate=sample_rate, options=options, request_id=request_id
-                )
-                async for chunk in chunks:
-                    fill.chunks.append(chunk)
-                    fill.changed.set()
-                audio = b"".join(fill.chunks)
+                audio = await self._from_shared(key, fill, text, sample_rate, options, request_id)
+                if audio is None:
+                    self._count(fill, hit=False)
+                    audio = await self._from_waves(fill, text, sample_rate, options, request_id)
                 self._write_disk(key, audio)
             fill.done = True
             self._keep(key, audio)
@@ -243,9 +268,107 @@ class PromptCache:
         finally:
             self._fills.pop(key, None)
             fill.changed.set()
-            if chunks is not None:
-                with contextlib.suppress(Exception):
-                    await chunks.aclose()  # type: ignore[attr-defined]
+
+    def _count(self, fill: _Fill, *, hit: bool) -> None:
+        if fill.counted:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
+    async def _from_waves(
+        self,
+        fill: _Fill,
+        text: str,
+        sample_rate: int,
+        options: SpeechOptions,
+        request_id: str | None,
+        publisher: PromptPublisher | None = None,
+    ) -> bytes:
+        """Synthesise into `fill` (telling `publisher`, whose followers hear it too)."""
+        chunks = self._inner.synthesize(
+            text, sample_rate=sample_rate, options=options, request_id=request_id
+        )
+        fill.relay = publisher
+        try:
+            async for chunk in chunks:
+                fill.chunks.append(chunk)
+                fill.changed.set()
+                if publisher is not None:
+                    publisher.chunk(chunk)
+            audio = b"".join(fill.chunks)
+        except BaseException:
+            if publisher is not None:
+                publisher.fail()
+            raise
+        finally:
+            fill.relay = None
+            with contextlib.suppress(Exception):
+                await chunks.aclose()  # type: ignore[attr-defined]
+        if publisher is not None:
+            publisher.finish(audio)
+        return audio
+
+    async def _from_shared(
+        self,
+        key: Key,
+        fill: _Fill,
+        text: str,
+        sample_rate: int,
+        options: SpeechOptions,
+        request_id: str | None,
+    ) -> bytes | None:
+        """The audio by way of the shared layer (kept there, followed, or made here and told to
+        it); None when the prompt is this process's alone (no layer, or it cannot be reached)."""
+        if self._shared is None:
+            return None
+        name = shared_name(key)
+        for _ in range(SHARED_ATTEMPTS):
+            found = await self._shared.open(name)
+            if found is None:
+                return None
+            if isinstance(found, Stored):
+                self.shared_hits += 1
+                self._count(fill, hit=True)
+                fill.chunks.append(found.audio)
+                return found.audio
+            if isinstance(found, Owned):
+                self._count(fill, hit=False)
+                return await self._from_waves(
+                    fill, text, sample_rate, options, request_id, found.publisher
+                )
+            audio = await self._follow(fill, found)
+            if audio is not None:
+                self.follows += 1
+                self._count(fill, hit=True)
+                return audio
+        return None
+
+    @staticmethod
+    async def _follow(fill: _Fill, following: Following) -> bytes | None:
+        """Another process's synthesis into `fill`: its audio, or None when it was lost before
+        any reader heard a chunk of it (`fill` is then as it was)."""
+        try:
+            async for item in following.chunks:
+                if isinstance(item, Waiting):
+                    until = None if item.seconds is None else time.monotonic() + item.seconds
+                    fill.waiting(until)
+                    continue
+                fill.chunks.append(item)
+                fill.changed.set()
+        except PromptLost as exc:
+            fill.waiting(None)
+            if fill.heard:
+                message = f"the process synthesising this prompt stopped before its end: {exc}"
+                raise WavesTruncated(message) from None
+            logger.info("prompt cache: %s; synthesising it here", exc)
+            fill.chunks.clear()
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await following.chunks.aclose()  # type: ignore[attr-defined]
+        fill.waiting(None)
+        return b"".join(fill.chunks)
 
     def _keep(self, key: Key, audio: bytes) -> None:
         if not audio or len(audio) > self._max_bytes // 4:
@@ -284,10 +407,13 @@ class PromptCache:
             logger.exception("prompt cache: writing to %s failed", folder.path)
 
     async def aclose(self) -> None:
-        """Stop syntheses nobody will hear and finish the disk writes under way (shutdown)."""
+        """Stop syntheses nobody will hear and finish the disk writes under way (shutdown), then
+        what the shared layer still publishes."""
         self._closed = True
         fills = [f.task for f in self._fills.values() if f.task is not None]
         for task in fills:
             task.cancel()
         # A write runs in a thread that cannot be cancelled: wait for it to end cleanly.
         await asyncio.gather(*fills, *self._writes, return_exceptions=True)
+        if self._shared is not None:
+            await self._shared.aclose()

@@ -2,8 +2,10 @@
 private PostgreSQL database: one call's answer webhook, stream, call-API request and hangup
 callback each reach a different process; `kill -9` of one process leaves the others' calls
 whole; `WAVES_MAX_IN_FLIGHT` holds for all three; `telebridge calls` from a fourth process sees
-the calls; a `telebridge campaign run` places calls that land on all three. One Waves stand-in
-and one fake Plivo REST API (in this test process) serve them all.
+the calls; a `telebridge campaign run` places calls that land on all three; the greeting whose
+synthesis one process starts at the answer webhook is heard on the process the stream reaches,
+synthesised once for all. One Waves stand-in and one fake Plivo REST API (in this test process)
+serve them all.
 """
 
 from __future__ import annotations
@@ -339,6 +341,37 @@ async def test_the_waves_cap_holds_for_three_processes_together(
     spoken = [r for r in standin.requests[before:] if r.get("text") == "Hi."]
     assert len(spoken) == 3
     assert standin.most_speaking == 1
+
+
+def figure(metrics: str, name: str) -> float:
+    """The value of the unlabelled metric `name` in a /metrics page."""
+    for line in metrics.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+async def test_the_greeting_started_at_the_answer_webhook_is_heard_where_the_stream_lands(
+    cluster: Callable[..., Awaitable[Cluster]], standin: StandinServer
+) -> None:
+    # The synthesis takes seconds (chunks 0.1 s apart): the stream reaches p2 while p1 makes it.
+    standin.faults.chunk_interval = 0.1
+    group = await cluster()
+    p1, p2, _ = group.processes
+    before = len(standin.requests)
+    # The key once the greeting (about 4 s) has played whole, so all of it is heard.
+    call = SpreadCall(p1, p2, p2, CallScript(digits="1", press_after=6.0))
+    result = await asyncio.wait_for(run(group, call), 60)
+    assert result.violations == []
+    assert result.heard == mulaw_of(HOLD) + mulaw_of("Done.")
+    asked = [r.get("text") for r in standin.requests[before:]]
+    assert asked.count(HOLD) == 1, asked  # once for the cluster: p2 followed p1's synthesis
+    async with httpx.AsyncClient(timeout=10) as http:
+        first = (await http.get(f"{p1.url}/metrics")).text
+        second = (await http.get(f"{p2.url}/metrics")).text
+    assert figure(second, "telebridge_prompt_cache_follows") == 1
+    assert figure(second, "telebridge_prompt_cache_misses") == 1  # "Done.", made by p2
+    assert figure(first, "telebridge_prompt_cache_shared_errors") == 0
 
 
 async def test_a_campaign_places_its_calls_across_the_cluster(
