@@ -7,6 +7,10 @@ lock, so processes starting at once migrate one after the other. Writes lock the
 (`SELECT ... FOR UPDATE`) so two processes writing one call keep its events in order, and each
 batch claims its id in `call_log_batches` so a batch sent again after its COMMIT's answer was lost
 is not applied twice. Messages show the URL with its password replaced by `***`.
+
+Every connection (the call log's and a campaign's state, `outbound/campaign_pg.py`) is made by
+`connect`, which adds TCP keepalives, a TCP user timeout and a statement timeout unless the URL
+sets them, so a server that stops answering (blackholed, not closed) is noticed in seconds.
 """
 
 from __future__ import annotations
@@ -18,16 +22,37 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from telebridge.calllog.db import Row
 from telebridge.calllog.schema import CallLogError
 
-__all__ = ["PostgresDb", "open_db", "probe", "reading", "reason", "redact"]
+__all__ = [
+    "MIGRATION_LOCK",
+    "PostgresDb",
+    "connect",
+    "conninfo",
+    "open_db",
+    "probe",
+    "reading",
+    "reason",
+    "redact",
+]
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
-_LOCK_KEY = 0x7E1EB51D6E  # pg_advisory_xact_lock key of telebridge's migrations
+# A server that stops answering: an idle connection finds out after about 10 + 3 * 5 s, a request
+# waiting for its answer after 30 s, a statement the server cannot finish is cancelled after 60 s.
+_LINK_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",  # ms
+}
+STATEMENT_TIMEOUT = "60s"
+MIGRATION_LOCK = 0x7E1EB51D6E  # pg_advisory_xact_lock key of all of telebridge's migrations
 _COMPONENT = "calllog"
 _KEEP_BATCH_IDS = "2 days"  # a batch is re-sent within seconds of its lost answer, not days
 
@@ -95,13 +120,26 @@ def reason(exc: BaseException, url: str) -> str:
     return text
 
 
-def _connect(url: str, timeout: float) -> psycopg.Connection[Row]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)))
+def conninfo(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """`url` as a conninfo string with telebridge's timeouts added where the URL sets none."""
+    given = conninfo_to_dict(url)
+    added: dict[str, Any] = {k: v for k, v in _LINK_DEFAULTS.items() if k not in given}
+    if "connect_timeout" not in given:
+        added["connect_timeout"] = str(max(1, round(timeout)))
+    options = str(given.get("options") or "")
+    if "statement_timeout" not in options:
+        added["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT}".strip()
+    return make_conninfo(url, **added)
+
+
+def connect(url: str, timeout: float = CONNECT_TIMEOUT_S) -> psycopg.Connection[Row]:
+    """An autocommit connection to `url`, with keepalives and timeouts (see `conninfo`)."""
+    return psycopg.connect(conninfo(url, timeout), autocommit=True)
 
 
 def _migrate(conn: psycopg.Connection[Row], where: str) -> None:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS telebridge_schema"
             " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -245,7 +283,7 @@ class PostgresDb:
 
     def reconnect(self) -> None:
         self.close()
-        self._conn = _connect(self.url, CONNECT_TIMEOUT_S)
+        self._conn = connect(self.url)
 
     def close(self) -> None:
         if self._conn is not None:

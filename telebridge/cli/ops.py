@@ -164,10 +164,15 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
     try:
         dialer = outbound.Dialer(settings, args.carrier, args.from_, flow=args.flow)
         plan = replace(plan, from_number=dialer.from_)
-        state = campaign.start(Path(args.list), plan, Path(args.state) if args.state else None)
+        state = campaign.start(
+            Path(args.list),
+            plan,
+            Path(args.state) if args.state else None,
+            database=settings.telebridge_db,
+        )
     except (outbound.OutboundError, campaign.CampaignError) as exc:
         raise UsageError(str(exc)) from None
-    print(f"campaign {plan.campaign_id}: state in {state.path}", file=sys.stderr)
+    print(f"campaign {plan.campaign_id}: state in {state.where}", file=sys.stderr)
     return _run(settings, state, dialer, args.poll)
 
 
@@ -178,7 +183,7 @@ def cmd_campaign_resume(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     quiet_logs()
     try:
-        state = campaign.CampaignState.open(campaign.resume_path(Path(args.file)))
+        state = campaign.resume(args.file, database=settings.telebridge_db)
     except campaign.CampaignError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -219,7 +224,7 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
         progress.close()
         print(
             f"stopped: calls placed so far are recorded; continue with "
-            f"`telebridge campaign resume {state.path}`",
+            f"`telebridge campaign resume {state.resume_with}`",
             file=sys.stderr,
         )
         return 130
@@ -227,9 +232,13 @@ def _run(settings: Settings, state: Any, dialer: Any, poll: float) -> int:
         progress.close()
         raise UsageError(str(exc)) from None
     finally:
-        state.write_results(results)
-        state.close()
-        log.close()
+        try:
+            state.write_results(results)
+        except campaign.CampaignError as exc:  # its database stayed away: resume writes them
+            print(f"telebridge: the results were not written: {exc}", file=sys.stderr)
+        finally:
+            state.close()
+            log.close()
     progress.close()
     print(campaign.summary_line(finished, str(results)))
     # Busy and unanswered are the callees' answers; a failure or an unknown outcome (the carrier
@@ -307,7 +316,11 @@ def register(sub: Any, add: AddCommand) -> None:
         "unknown (default 300)",
     )  # fmt: skip
     run.add_argument("--results", metavar="OUT.csv", help="default: LIST.results.csv")
-    run.add_argument("--state", metavar="FILE", help="state file (default: LIST.campaign.db)")
+    run.add_argument(
+        "--state", metavar="FILE",
+        help="state file (default: LIST.campaign.db; with a PostgreSQL TELEBRIDGE_DB, that "
+        "database, unless this is given)",
+    )  # fmt: skip
     run.add_argument(
         "--poll", type=_positive_float, default=1.0, metavar="SECONDS",
         help="how often to read outcomes from the call log (default 1)",
@@ -317,7 +330,10 @@ def register(sub: Any, add: AddCommand) -> None:
         "resume", "continue a stopped campaign; calls already placed are not placed again",
         cmd_campaign_resume,
     )  # fmt: skip
-    resume.add_argument("file", metavar="STATE|LIST.csv", help="the state file, or the list")
+    resume.add_argument(
+        "file", metavar="STATE|LIST.csv|ID",
+        help="the state file, or the list; with a PostgreSQL TELEBRIDGE_DB also the campaign id",
+    )  # fmt: skip
     resume.add_argument("--concurrency", type=_positive_int, metavar="N")
     resume.add_argument("--rate", type=_positive_float, metavar="R")
     resume.add_argument("--poll", type=_positive_float, default=1.0, metavar="SECONDS")

@@ -6,11 +6,13 @@ id in its signed variables (`attempt`), so the bridge's call log row for it, whe
 streamed or ended unanswered, can be found, and its outcome read (`outcome` set: the flow's end;
 "no-stream": the carrier's hangup cause says busy, no answer or failed).
 
-Everything lives in an SQLite state file beside the list (`campaign_state`). An attempt is
-committed there *before* its call is placed, so after Ctrl-C or a crash `resume` knows every call
-that may have gone out and only waits for its outcome: nobody is called twice by accident. The
-commits (synchronous, to disk) run in a thread of the runner's own, so the event loop keeps
-following the other calls meanwhile.
+Everything lives in the campaign's state (a `CampaignStore`): an SQLite file beside the list
+(`campaign_state`), or, when `TELEBRIDGE_DB` is a PostgreSQL URL, that database (`campaign_pg`),
+where `resume` finds it by the campaign's id or a copy of its list. An attempt is committed there
+*before* its call is placed, so after Ctrl-C or a crash `resume` knows every call that may have
+gone out and only waits for its outcome: nobody is called twice by accident. The commits
+(synchronous; to disk, or waiting out a lost server) run in a thread of the runner's own, so the
+event loop keeps following the other calls meanwhile.
 
 Given a cluster `Rate` (`TELEBRIDGE_REDIS_URL`), each call also waits for a slot of that one
 rate, which every campaign of the carrier on every process shares, so together they keep it; the
@@ -25,14 +27,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from telebridge.calllog import CallLog, CallLogError, CallRecord
-from telebridge.outbound.campaign_csv import Row, read_list
+from telebridge.outbound.campaign_csv import Row
 from telebridge.outbound.campaign_plan import DEFAULT_RATE, CampaignError, Plan
-from telebridge.outbound.campaign_state import Attempt, CampaignState, state_path_for
+from telebridge.outbound.campaign_state import Attempt, CampaignState, CampaignStore
+from telebridge.outbound.campaign_store import resume, resume_path, start
 from telebridge.outbound.placers import PlacementError
 from telebridge.outbound.placing import Dialer
 from telebridge.outbound.request import OutboundError
@@ -47,8 +49,10 @@ __all__ = [
     "CampaignError",
     "CampaignRunner",
     "CampaignState",
+    "CampaignStore",
     "Plan",
     "ProgressSink",
+    "resume",
     "resume_path",
     "run_paced",
     "start",
@@ -97,7 +101,7 @@ class CampaignRunner:
 
     def __init__(
         self,
-        state: CampaignState,
+        state: CampaignStore,
         dialer: Dialer,
         log: CallLog,
         *,
@@ -224,14 +228,17 @@ class CampaignRunner:
         watch = self._watch[attempt.id]
         variables = {**row.variables, "attempt": attempt.id}
         try:
-            placed = await asyncio.to_thread(self.dialer.call, row.to, variables)
-        except PlacementError as exc:
-            await self._not_placed(watch, exc)
-        except OutboundError as exc:
-            await self._done(watch, Verdict("failed", detail=str(exc)))
-        else:
-            await self._stored(lambda: self.state.placed(attempt, placed.request_id))
-            watch.request_id = placed.request_id
+            try:
+                placed = await asyncio.to_thread(self.dialer.call, row.to, variables)
+            except PlacementError as exc:
+                await self._not_placed(watch, exc)
+            except OutboundError as exc:
+                await self._done(watch, Verdict("failed", detail=str(exc)))
+            else:
+                await self._stored(lambda: self.state.placed(attempt, placed.request_id))
+                watch.request_id = placed.request_id
+        except CampaignError as exc:  # the state cannot be written (its server stayed away)
+            self._fatal = self._fatal or exc
         finally:
             watch.in_flight = False
 
@@ -336,26 +343,6 @@ async def run_paced(runner: CampaignRunner, settings: Settings) -> Counter[str]:
         return await runner.run()
     finally:
         await cluster.close()
-
-
-def start(list_path: Path, plan: Plan, state_path: Path | None = None) -> CampaignState:
-    """Read and check the list, then create the campaign's state file beside it."""
-    plan = plan.checked()
-    columns, rows = read_list(list_path)
-    # Absolute paths: `resume` may run from another folder.
-    results = (
-        Path(plan.results) if plan.results else list_path.with_name(list_path.stem + ".results.csv")
-    )
-    plan = replace(plan, results=str(results.resolve()))
-    path = state_path or state_path_for(list_path)
-    return CampaignState.create(path, plan, columns, rows, list_path.resolve())
-
-
-def resume_path(path: Path) -> Path:
-    """The state file for `path`, which may be the state file or the campaign's list."""
-    if path.suffix.lower() == ".csv":
-        return state_path_for(path)
-    return path
 
 
 def summary_line(finished: Counter[str], results: str) -> str:

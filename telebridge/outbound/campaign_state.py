@@ -1,5 +1,7 @@
-"""A campaign's state file (SQLite, beside the list: `LIST.campaign.db`): the plan, the rows as
-read, and every attempt, each committed as it happens.
+"""A campaign's state: `CampaignStore`, what the runner needs of it, and `CampaignState`, the
+SQLite file beside the list (`LIST.campaign.db`): the plan, the rows as read, and every attempt,
+each committed as it happens. The other store is PostgreSQL (`campaign_pg`, loaded only for a
+`TELEBRIDGE_DB` URL); the pure parts both share (attempt ids, retries, results) are here.
 
 An attempt is committed *before* its call is placed (`synchronous = FULL`: on disk, not just in
 the OS's cache), so after Ctrl-C or a crash `resume` knows every call that may have gone out.
@@ -15,7 +17,7 @@ import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from telebridge.outbound.campaign_csv import Row, RowResult, write_results
 from telebridge.outbound.campaign_plan import CampaignError, Plan
@@ -50,14 +52,76 @@ def state_path_for(list_path: Path) -> Path:
     return list_path.with_name(list_path.stem + ".campaign.db")
 
 
+class CampaignStore(Protocol):
+    """What the runner and the CLI use of a campaign's state, in one thread, one call at a time."""
+
+    plan: Plan
+    columns: list[str]
+    where: str  # where the state lives, for messages (a file; a database, password as ***)
+    resume_with: str  # what `telebridge campaign resume` takes to continue the campaign
+
+    def set_plan(self, plan: Plan) -> None: ...
+    def next_due(self, now: float) -> Row | None: ...
+    def open_rows(self) -> int: ...
+    def counts(self) -> tuple[int, Counter[str]]: ...
+    def begin(self, row: Row, now: float) -> Attempt: ...
+    def placed(self, attempt: Attempt, request_id: str | None) -> None: ...
+    def withdraw(self, attempt: Attempt, not_before: float) -> None: ...
+    def finish(self, attempt: Attempt, verdict: Verdict, now: float) -> bool: ...
+    def unfinished(self) -> list[Attempt]: ...
+    def write_results(self, path: Path) -> None: ...
+    def close(self) -> None: ...
+
+
+def first_outcomes(rows: list[Row]) -> list[str | None]:
+    """Each row's outcome before any call: `DUPLICATE` for a number already on an earlier row."""
+    seen: set[str] = set()
+    outcomes: list[str | None] = []
+    for row in rows:
+        outcomes.append(DUPLICATE if row.to in seen else None)
+        seen.add(row.to)
+    return outcomes
+
+
+def new_attempt(plan: Plan, row: Row, earlier: int, now: float) -> Attempt:
+    """The attempt after `earlier` ones for `row`; its id names the campaign, row and number."""
+    n = earlier + 1
+    return Attempt(f"{plan.campaign_id}-{row.idx}-{n}", row.idx, n, "placing", None, now)
+
+
+def retries(plan: Plan, attempt: Attempt, verdict: Verdict) -> bool:
+    """Whether another attempt follows this one's `verdict`."""
+    return verdict.outcome in plan.retry_on and attempt.n <= plan.retries
+
+
+def plan_json(plan: Plan) -> str:
+    return json.dumps(asdict(plan))
+
+
+def plan_of(text: str) -> Plan:
+    return Plan(**{k: _plan_value(k, v) for k, v in json.loads(text).items()})
+
+
+def row_result(
+    to: str, variables: str, outcome: str | None, attempts: int, last: list[Any] | None
+) -> RowResult:
+    """A results row from stored values: `last` holds the last attempt's flow outcome, digits,
+    hangup cause, call id, detail and request id (None: no attempt)."""
+    values = [v or "" for v in last] if last else [""] * 6
+    flow_outcome, digits, cause, call_id, detail, request_id = values
+    last_attempt = (flow_outcome, digits, cause, call_id, detail, request_id)
+    return RowResult(to, json.loads(variables), attempts, outcome, last_attempt)
+
+
 class CampaignState:
     """The state file: the plan, the rows as read, and every attempt, committed as it happens."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
+        self.where = self.resume_with = str(path)
         self._conn = conn
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        self.plan = Plan(**{k: _plan_value(k, v) for k, v in json.loads(meta["plan"]).items()})
+        self.plan = plan_of(meta["plan"])
         self.columns: list[str] = json.loads(meta["columns"])
         self.list_path = meta.get("list", "")
 
@@ -81,13 +145,10 @@ class CampaignState:
         try:
             conn.executescript(_SCHEMA)
             conn.execute("BEGIN")
-            meta = {"version": str(STATE_VERSION), "plan": json.dumps(asdict(plan)),
+            meta = {"version": str(STATE_VERSION), "plan": plan_json(plan),
                     "columns": json.dumps(columns), "list": str(list_path)}  # fmt: skip
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            seen: set[str] = set()
-            for row in rows:
-                outcome = DUPLICATE if row.to in seen else None
-                seen.add(row.to)
+            for row, outcome in zip(rows, first_outcomes(rows), strict=True):
                 conn.execute(
                     "INSERT INTO rows (idx, line, to_number, vars, outcome) VALUES (?, ?, ?, ?, ?)",
                     (row.idx, row.line, row.to, json.dumps(row.variables), outcome),
@@ -117,9 +178,7 @@ class CampaignState:
         self._conn.close()
 
     def set_plan(self, plan: Plan) -> None:
-        self._conn.execute(
-            "UPDATE meta SET value = ? WHERE key = 'plan'", (json.dumps(asdict(plan)),)
-        )
+        self._conn.execute("UPDATE meta SET value = ? WHERE key = 'plan'", (plan_json(plan),))
         self.plan = plan
 
     def _row(self, found: tuple[Any, ...]) -> Row:
@@ -149,8 +208,7 @@ class CampaignState:
         (n,) = self._conn.execute(
             "SELECT COUNT(*) FROM attempts WHERE idx = ?", (row.idx,)
         ).fetchone()
-        attempt = Attempt(f"{self.plan.campaign_id}-{row.idx}-{n + 1}", row.idx, n + 1, "placing",
-                          None, now)  # fmt: skip
+        attempt = new_attempt(self.plan, row, n, now)
         self._conn.execute(
             "INSERT INTO attempts (id, idx, n, state, placed_at) VALUES (?, ?, ?, 'placing', ?)",
             (attempt.id, attempt.idx, attempt.n, now),
@@ -174,7 +232,7 @@ class CampaignState:
     def finish(self, attempt: Attempt, verdict: Verdict, now: float) -> bool:
         """Record the attempt's result; True when its row is done (no retry follows)."""
         plan = self.plan
-        retry = verdict.outcome in plan.retry_on and attempt.n <= plan.retries
+        retry = retries(plan, attempt, verdict)
         with self._transaction():
             self._conn.execute(
                 "UPDATE attempts SET state = 'done', outcome = ?, flow_outcome = ?, digits = ?,"
@@ -219,12 +277,10 @@ class CampaignState:
             "  FROM attempts WHERE idx = r.idx ORDER BY n DESC LIMIT 1)"
             " FROM rows r LEFT JOIN attempts a ON a.idx = r.idx GROUP BY r.idx ORDER BY r.idx"
         ).fetchall()
-        results = []
-        for _, to, variables, outcome, attempts, last in found:
-            last_values = [v or "" for v in json.loads(last)] if last else [""] * 6
-            flow_outcome, digits, cause, call_id, detail, request_id = last_values
-            last_attempt = (flow_outcome, digits, cause, call_id, detail, request_id)
-            results.append(RowResult(to, json.loads(variables), attempts, outcome, last_attempt))
+        results = [
+            row_result(to, variables, outcome, attempts, json.loads(last) if last else None)
+            for _, to, variables, outcome, attempts, last in found
+        ]
         write_results(path, self.columns, results)
 
 

@@ -1,6 +1,6 @@
 """Tests of the call log in PostgreSQL only: processes sharing one database, migrations run at
-once, a server lost and back while calls are recorded, a COMMIT whose answer was lost, and URLs
-whose password must not show."""
+once, a server lost and back while calls are recorded, a COMMIT whose answer was lost, URLs
+whose password must not show, and the keepalives and timeouts added to a URL that lacks them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from telebridge.calllog import CallLog, CallLogError, writer
+from telebridge.calllog import CallLog, CallLogError, postgres, writer
 from telebridge.calllog.postgres import SCHEMA_VERSION
 from tests.calllog.support import CALL, Clock, count, wait_until
 from tests.flows.fakes import unused_port
@@ -270,3 +270,36 @@ def test_both_backends_give_the_same_records(pg_url: str, tmp_path: Path) -> Non
         from_postgresql = script(pg_log, pg)
     assert from_postgresql == from_sqlite
     assert len(from_sqlite) == 2 and from_sqlite[0]["digits"] == "1,4321"
+
+
+# --- keepalives and timeouts -------------------------------------------------------------------
+
+
+def test_connections_get_keepalives_and_a_statement_timeout(pg_url: str) -> None:
+    with postgres.connect(pg_url) as conn:
+        given = conn.info.get_parameters()
+        ((timeout,),) = conn.execute("SHOW statement_timeout").fetchall()
+    assert timeout == "1min"
+    assert (given["keepalives"], given["keepalives_idle"], given["tcp_user_timeout"]) == (
+        "1",
+        "10",
+        "30000",
+    )
+    assert given["connect_timeout"] == str(postgres.CONNECT_TIMEOUT_S)
+
+
+def test_what_the_url_sets_is_kept(pg_url: str) -> None:
+    url = (
+        f"{pg_url}?keepalives_idle=99&connect_timeout=2"
+        "&options=-c%20statement_timeout%3D5s%20-c%20search_path%3Dpublic"
+    )
+    with postgres.connect(url) as conn:
+        given = conn.info.get_parameters()
+        ((timeout,),) = conn.execute("SHOW statement_timeout").fetchall()
+    assert (timeout, given["keepalives_idle"], given["connect_timeout"]) == ("5s", "99", "2")
+    assert given["keepalives_count"] == "3"  # what it does not set is added
+    other = f"{pg_url}?options=-c%20search_path%3Dpublic"
+    with postgres.connect(other) as conn:
+        found = conn.execute("SHOW statement_timeout").fetchall()
+        found += conn.execute("SHOW search_path").fetchall()
+    assert found == [("1min",), ("public",)]  # the user's options, and the timeout beside them

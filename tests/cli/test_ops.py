@@ -324,6 +324,36 @@ async def test_a_plivo_campaign_the_api_fails_exits_1(
     campaign_failed(code, out, err, "plivo", failure)
 
 
+@pytest.mark.parametrize("state", ["postgresql", "explicit-file"])
+async def test_a_campaign_with_its_state_in_postgresql_the_api_fails_exits_1(
+    state: str,
+    plivo_api: tuple[FakePlivoApi, str],
+    pg_url: str,
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, url = plivo_api
+    cli_env(monkeypatch, clean_env, url)
+    monkeypatch.setenv("TELEBRIDGE_DB", pg_url)
+    failure = Failure("http-400", status=400)  # certainly not placed: "failed"
+    failure.apply(fake, None)
+    argv = campaign_argv(clean_env, "plivo")
+    if state == "explicit-file":  # --state wins over the database
+        argv += ["--state", str(clean_env / "mine.db")]
+    code, out, err = await asyncio.to_thread(run_cli, argv)
+    campaign_failed(code, out, err, "plivo", failure)
+    (said,) = [ln for ln in err.splitlines() if "state in" in ln]
+    if state == "explicit-file":
+        assert (
+            said.endswith(f"state in {clean_env / 'mine.db'}") and (clean_env / "mine.db").is_file()
+        )
+    else:
+        assert said.endswith(f"state in PostgreSQL {pg_url} (campaign {said.split()[1][:-1]})")
+        assert not (clean_env / "list.campaign.db").exists()
+    with (clean_env / "list.results.csv").open(encoding="utf-8", newline="") as f:
+        assert [r["outcome"] for r in csv.DictReader(f)] == ["failed", "failed"]
+
+
 @pytest.mark.parametrize("failure", ALL)
 async def test_a_vonage_campaign_the_api_fails_exits_1(
     failure: Failure,

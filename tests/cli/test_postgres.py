@@ -1,6 +1,6 @@
 """The `telebridge` command with `TELEBRIDGE_DB` a PostgreSQL URL: `calls` reads the log from
-another process, and a database that cannot be reached is one line naming the setting, without
-its password, and exit 2."""
+another process, and a database that cannot be reached (by `calls`, `serve`, `campaign run` and
+`campaign resume`) is one line naming the setting, without its password, and exit 2."""
 
 from __future__ import annotations
 
@@ -65,3 +65,26 @@ def test_a_database_url_of_another_kind_is_named(tmp_path: Path) -> None:
     line = one_line_error(telebridge("calls", cwd=tmp_path, env=env))
     assert "TELEBRIDGE_DB" in line and "mysql://" in line
     assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_a_campaign_with_an_unreachable_database_is_one_line(command: str, tmp_path: Path) -> None:
+    url = f"postgresql://bridge:hunter2-secret@127.0.0.1:{unused_port()}/calls"
+    env = clean_env(
+        TELEBRIDGE_DB=url,
+        TELEBRIDGE_PUBLIC_URL="https://bridge.example.com",
+        TELEBRIDGE_SECRET="campaign-test-secret-of-enough-length",
+        PLIVO_AUTH_ID="MA" + "CAMPAIGNTEST000000",
+        PLIVO_AUTH_TOKEN="campaign-test-token",
+    )
+    (tmp_path / "list.csv").write_text("to,name\n+14155550123,Ada\n")
+    argv = {
+        "run": ["run", "list.csv", "--carrier", "plivo", "--from", "+14155550100"],
+        "resume": ["resume", "list.csv"],
+    }[command]
+    line = one_line_error(telebridge("campaign", *argv, cwd=tmp_path, env=env, timeout=30))
+    assert line.startswith(
+        "telebridge: TELEBRIDGE_DB: cannot use postgresql://bridge:***@127.0.0.1:"
+    ), line
+    assert "hunter2" not in line
+    assert not (tmp_path / "list.campaign.db").exists()  # no file made instead

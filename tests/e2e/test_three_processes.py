@@ -401,6 +401,9 @@ async def test_a_campaign_places_its_calls_across_the_cluster(
     )
     assert done.returncode == 0, done.stderr
     assert "alone" not in done.stderr, done.stderr  # it took its slots from the cluster's rate
+    # Its state is in the cluster's PostgreSQL, beside the call log: no file beside the list.
+    assert ": state in PostgreSQL postgresql://" in done.stderr, done.stderr
+    assert not (tmp_path / "list.campaign.db").exists()
     results = [await task for task in placed]
     assert len(results) == 3
     for result in results:

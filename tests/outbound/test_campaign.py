@@ -1,6 +1,8 @@
 """Campaigns against the fake Plivo REST API, with the test playing the bridge in the call log:
 rate and concurrency limits, retries, resume after a stop or a kill, the results file, and the
-state file's commits (off the event loop, each before its call)."""
+state file's commits (off the event loop, each before its call).
+
+Tests taking `state_db` run on both stores: the SQLite file and PostgreSQL (a fresh database)."""
 
 from __future__ import annotations
 
@@ -20,10 +22,15 @@ from pathlib import Path
 import pytest
 
 from telebridge.calllog import CallLog
-from telebridge.outbound.campaign import CampaignRunner, start
+from telebridge.outbound.campaign import CampaignRunner, resume, start
 from telebridge.outbound.campaign_csv import Row
 from telebridge.outbound.campaign_plan import CampaignError, Plan
-from telebridge.outbound.campaign_state import Attempt, CampaignState, state_path_for
+from telebridge.outbound.campaign_state import (
+    Attempt,
+    CampaignState,
+    CampaignStore,
+    state_path_for,
+)
 from telebridge.outbound.placing import Dialer
 from telebridge.outbound.request import CallbackUrls
 from telebridge.settings import load_settings
@@ -44,7 +51,15 @@ __all__ = ["bridge", "clean_env", "plivo_api"]  # shared fixtures
 ROOT = Path(__file__).resolve().parents[2]
 
 
-_OPEN_STATES: list[CampaignState] = []
+_OPEN_STATES: list[CampaignStore] = []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request: pytest.FixtureRequest) -> str | None:
+    """`TELEBRIDGE_DB` as the campaign's store sees it: None (the file), or a PostgreSQL URL."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -56,13 +71,17 @@ def _close_states() -> Iterator[None]:
 
 
 async def run_campaign(
-    url: str, tmp_path: Path, rows: list[dict[str, str]], **plan: object
-) -> tuple[CampaignState, Path]:
+    url: str,
+    tmp_path: Path,
+    rows: list[dict[str, str]],
+    state_db: str | None = None,
+    **plan: object,
+) -> tuple[CampaignStore, Path]:
     settings = plivo_settings(url, tmp_path)
     list_path = write_list(tmp_path / "list.csv", rows)
     values: dict[str, object] = {"carrier": "plivo", "from_number": FROM, "rate": 50.0}
     values.update(plan)
-    state = start(list_path, Plan(**values))  # type: ignore[arg-type]
+    state = start(list_path, Plan(**values), database=state_db)  # type: ignore[arg-type]
     _OPEN_STATES.append(state)
     with CallLog(settings.telebridge_db) as log:
         runner = CampaignRunner(state, Dialer(settings, "plivo", FROM), log, poll_interval=0.03)
@@ -76,12 +95,12 @@ async def run_campaign(
 
 
 async def test_each_row_is_called_once_with_its_variables(
-    bridge: tuple[PlayedBridge, str], tmp_path: Path
+    bridge: tuple[PlayedBridge, str], tmp_path: Path, state_db: str | None
 ) -> None:
     played, url = bridge
     rows = [*people(4), {"to": number(2), "name": "Again", "time": ""}]  # a duplicate number
     played.script = {number(3): ["busy"], number(4): ["no-answer"]}
-    state, results = await run_campaign(url, tmp_path, rows, concurrency=3)
+    state, results = await run_campaign(url, tmp_path, rows, state_db, concurrency=3)
 
     assert sorted(to for _, to, _ in played.creates) == [number(i) for i in range(1, 5)]
     table = read_results(results)
@@ -127,7 +146,7 @@ async def test_no_more_calls_than_the_concurrency_at_once(
 
 
 async def test_busy_rows_are_retried_and_others_are_not(
-    bridge: tuple[PlayedBridge, str], tmp_path: Path
+    bridge: tuple[PlayedBridge, str], tmp_path: Path, state_db: str | None
 ) -> None:
     played, url = bridge
     played.script = {
@@ -136,7 +155,14 @@ async def test_busy_rows_are_retried_and_others_are_not(
         number(3): ["busy", "busy", "busy"],
     }
     _, results = await run_campaign(
-        url, tmp_path, people(3), retries=2, retry_on=("busy",), retry_delay=0.2, concurrency=3
+        url,
+        tmp_path,
+        people(3),
+        state_db,
+        retries=2,
+        retry_on=("busy",),
+        retry_delay=0.2,
+        concurrency=3,
     )
     assert [played.created(number(i)) for i in (1, 2, 3)] == [3, 1, 3]
     table = read_results(results)
@@ -150,24 +176,33 @@ async def test_busy_rows_are_retried_and_others_are_not(
 
 
 async def test_a_rate_limited_create_is_sent_again_later(
-    bridge: tuple[PlayedBridge, str], plivo_api: tuple[FakePlivoApi, str], tmp_path: Path
+    bridge: tuple[PlayedBridge, str],
+    plivo_api: tuple[FakePlivoApi, str],
+    tmp_path: Path,
+    state_db: str | None,
 ) -> None:
     _, url = bridge
     fake, _ = plivo_api
     fake.create_statuses = [429]
-    _, results = await run_campaign(url, tmp_path, people(2))
+    _, results = await run_campaign(url, tmp_path, people(2), state_db)
     assert len(fake.calls_to("/Call/")) == 3  # the refused request, then both rows
     assert [r["outcome"] for r in read_results(results)] == ["answered", "answered"]
     assert [r["attempts"] for r in read_results(results)] == ["1", "1"]
 
 
 async def test_a_call_never_seen_in_the_log_ends_unknown_and_is_not_retried(
-    bridge: tuple[PlayedBridge, str], tmp_path: Path
+    bridge: tuple[PlayedBridge, str], tmp_path: Path, state_db: str | None
 ) -> None:
     played, url = bridge
     played.script = {number(1): ["silent"]}
     _, results = await run_campaign(
-        url, tmp_path, people(1), wait=0.5, retries=3, retry_on=("busy", "no-answer", "failed")
+        url,
+        tmp_path,
+        people(1),
+        state_db,
+        wait=0.5,
+        retries=3,
+        retry_on=("busy", "no-answer", "failed"),
     )
     assert played.created(number(1)) == 1
     (row,) = read_results(results)
@@ -178,13 +213,14 @@ async def test_a_call_never_seen_in_the_log_ends_unknown_and_is_not_retried(
 
 
 async def test_a_stopped_campaign_resumes_without_calling_anyone_twice(
-    bridge: tuple[PlayedBridge, str], tmp_path: Path
+    bridge: tuple[PlayedBridge, str], tmp_path: Path, state_db: str | None
 ) -> None:
     played, url = bridge
     played.duration = 0.2
     settings = plivo_settings(url, tmp_path)
     list_path = write_list(tmp_path / "list.csv", people(6))
-    state = start(list_path, Plan(carrier="plivo", from_number=FROM, rate=20, concurrency=2))
+    plan = Plan(carrier="plivo", from_number=FROM, rate=20, concurrency=2)
+    state = start(list_path, plan, database=state_db)
     with CallLog(settings.telebridge_db) as log:
         runner = CampaignRunner(state, Dialer(settings, "plivo", FROM), log, poll_interval=0.03)
         task = asyncio.create_task(runner.run())
@@ -195,16 +231,19 @@ async def test_a_stopped_campaign_resumes_without_calling_anyone_twice(
             await task
         state.close()
         assert len(played.creates) in (3, 4)
+        with pytest.raises(CampaignError, match=f"campaign resume {state.resume_with}"):
+            start(list_path, plan, database=state_db)  # no accidental second run
 
-        resumed = CampaignState.open(state_path_for(list_path))
+        resumed = resume(str(list_path), database=state_db)
         _OPEN_STATES.append(resumed)
+        assert resumed.plan == state.plan
         assert len(resumed.unfinished()) >= 1  # calls that were out when it stopped
         runner = CampaignRunner(resumed, Dialer(settings, "plivo", FROM), log, poll_interval=0.03)
         finished = await runner.run()
     assert finished == {"answered": 6}
     assert sorted(to for _, to, _ in played.creates) == [number(i) for i in range(1, 7)]
-    with pytest.raises(CampaignError, match="campaign resume"):
-        start(list_path, Plan(carrier="plivo", from_number=FROM))  # no accidental second run
+    resumed.write_results(tmp_path / "out.csv")
+    assert [r["attempts"] for r in read_results(tmp_path / "out.csv")] == ["1"] * 6
 
 
 async def test_a_killed_campaign_resumes_without_calling_anyone_twice(
@@ -410,3 +449,26 @@ async def test_a_stop_during_a_commit_still_records_the_call_it_places(tmp_path:
         "placed",
         "request-1",
     )
+
+
+async def test_both_stores_write_the_same_results(
+    bridge: tuple[PlayedBridge, str], tmp_path: Path, pg_url: str
+) -> None:
+    played, url = bridge
+    rows = [*people(3), {"to": number(1), "name": "Again", "time": ""}]
+    tables = []
+    for database in (None, pg_url):
+        played.creates.clear()
+        played.script = {number(2): ["busy", "busy"], number(3): ["failed"]}
+        _, results = await run_campaign(  # one list and call log; the results written anew
+            url, tmp_path, rows, database, retries=1, retry_delay=0.05, concurrency=3
+        )
+        text = results.read_text(encoding="utf-8")
+        for _, _, attempt in played.creates:  # ids differ between runs: the rest may not
+            text = text.replace(attempt.split("-")[0], "ID")
+        table = read_results(results)
+        for ids in (r["call_id"] for r in table if r["call_id"]):
+            text = text.replace(ids, "CALL")
+        tables.append(text)
+    assert tables[0] == tables[1]
+    assert tables[0].count("CALL") == 3 and ",busy," in tables[0] and ",duplicate," in tables[0]

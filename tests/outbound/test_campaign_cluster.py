@@ -16,7 +16,7 @@ from telebridge.calllog import CallLog
 from telebridge.cluster import Cluster, Rate
 from telebridge.outbound.campaign import CampaignRunner, run_paced, start
 from telebridge.outbound.campaign_plan import Plan
-from telebridge.outbound.campaign_state import CampaignState
+from telebridge.outbound.campaign_state import CampaignStore
 from telebridge.outbound.placing import Dialer
 from tests.outbound.campaign_fixtures import PlayedBridge, bridge, people, write_list
 from tests.outbound.fixtures import FROM, plivo_api, plivo_settings
@@ -28,14 +28,14 @@ RATE = 5.0  # calls a second, for the whole cluster
 
 
 @pytest.fixture
-def states(tmp_path: Path) -> Iterator[list[CampaignState]]:
-    made: list[CampaignState] = []
+def states(tmp_path: Path) -> Iterator[list[CampaignStore]]:
+    made: list[CampaignStore] = []
     yield made
     for state in made:
         state.close()
 
 
-def campaign(tmp_path: Path, name: str, rows: int, made: list[CampaignState]) -> CampaignState:
+def campaign(tmp_path: Path, name: str, rows: int, made: list[CampaignStore]) -> CampaignStore:
     folder = tmp_path / name
     folder.mkdir()
     plan = Plan(carrier="plivo", from_number=FROM, rate=RATE, concurrency=rows)
@@ -56,7 +56,7 @@ async def test_two_campaigns_on_two_connections_keep_one_rate_together(
     bridge: tuple[PlayedBridge, str],
     clusters: list[Cluster],
     tmp_path: Path,
-    states: list[CampaignState],
+    states: list[CampaignStore],
 ) -> None:
     played, url = bridge
     played.duration = 0.01
@@ -86,7 +86,7 @@ async def test_with_redis_away_a_campaign_paces_its_calls_alone_after_one_warnin
     clusters: list[Cluster],
     private_redis: RedisServer,
     tmp_path: Path,
-    states: list[CampaignState],
+    states: list[CampaignStore],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     played, url = bridge
@@ -113,7 +113,7 @@ async def test_with_redis_away_a_campaign_paces_its_calls_alone_after_one_warnin
 async def test_run_paced_without_a_reachable_redis_warns_once_and_runs(
     bridge: tuple[PlayedBridge, str],
     tmp_path: Path,
-    states: list[CampaignState],
+    states: list[CampaignStore],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     played, url = bridge
