@@ -105,7 +105,9 @@ async def test_with_redis_away_a_campaign_paces_its_calls_alone_after_one_warnin
         finished = await asyncio.wait_for(runner.run(), 60)
     assert finished["answered"] == 4, finished
     times = sorted(at for at, _, _ in played.creates)
-    assert min(b - a for a, b in itertools.pairwise(times)) > 0.5 / RATE  # the local pacing
+    # The local pacing (1 / RATE apart when sent; at once without it): what the fake API saw
+    # carries the jitter of each request's thread and connection on a loaded machine.
+    assert min(b - a for a, b in itertools.pairwise(times)) > 0.3 / RATE
     warned = [r for r in caplog.records if "pacing calls on this process alone" in r.message]
     assert len(warned) == 1, [r.message for r in caplog.records]
 
