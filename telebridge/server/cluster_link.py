@@ -1,8 +1,9 @@
 """`ClusterLink`: this process's part in a cluster (`TELEBRIDGE_REDIS_URL`): its calls in the
 cluster's registry (claimed when a stream starts, their step kept current, released at the end),
-the bus that serves the call API's say, hangup and transfer for them to the other processes,
-`ClusterSlots`, the cluster-wide `WAVES_MAX_IN_FLIGHT`, and the prompt cache's shared layer
-(`ClusterPrompts`, server/cluster_prompts.py).
+the bus that serves the call API's say, hangup and transfer for them to the other processes, the
+calls the call API placed as the whole cluster knows them (cluster/placed.py), `ClusterSlots`, the
+cluster-wide `WAVES_MAX_IN_FLIGHT`, and the prompt cache's shared layer (`ClusterPrompts`,
+server/cluster_prompts.py).
 
 Made by the app's lifespan. When Redis is lost calls go on: control and `GET /v1/calls` see only
 this process's calls and the Waves cap counts this process alone, said once by a WARNING;
@@ -29,7 +30,9 @@ from telebridge.cluster import (
     Registry,
     Semaphore,
 )
+from telebridge.cluster.placed import SharedPlaced
 from telebridge.server.cluster_prompts import ClusterPrompts
+from telebridge.server.placed import KEEP_S, QUEUED_FOR_S, PlacedCall, State
 from telebridge.settings import Settings
 
 __all__ = ["ClusterLink", "ClusterSlots", "check_cluster"]
@@ -59,10 +62,12 @@ class ClusterLink:
         self.cluster = cluster
         self.registry = Registry(cluster)
         self.bus = Bus(cluster)
+        self.placements = SharedPlaced(cluster, keep=KEEP_S, queued_for=QUEUED_FOR_S)
         # Claims, steps and releases are written in order, one at a time, off the call's path.
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._held: set[str] = set()
+        self._states: dict[str, str] = {}  # the state last written of each call held here
         self._alone = False  # fell back to this process alone (warned once)
         self._closed = False
         cluster.on_beat(self._heard)
@@ -129,6 +134,7 @@ class ClusterLink:
 
     def release(self, call_id: str) -> None:
         """The call is over here."""
+        self._states.pop(call_id, None)
         if call_id in self._held:
             self._held.discard(call_id)
             self._queue(lambda: self.registry.release(call_id))
@@ -157,6 +163,64 @@ class ClusterLink:
                 logger.exception("cluster: a registry write failed")
             finally:
                 self._jobs.task_done()
+
+    # --- the state of this process's calls ----------------------------------------------
+
+    def state_changed(self, call_id: str, state: str) -> None:
+        """The state a call held here shows (`LiveCall.as_api`); written when it changed."""
+        if call_id in self._held and self._states.get(call_id, "streaming") != state:
+            self._states[call_id] = state
+            self._queue(lambda: self._write_state(call_id, state))
+
+    async def _write_state(self, call_id: str, state: str) -> None:
+        if call_id in self._held:
+            await self.registry.update(call_id, state=state)
+
+    # --- the calls the call API placed ---------------------------------------------------
+
+    async def placed(self, placed: PlacedCall) -> None:
+        """A call this process just placed, known to the cluster when this returns (or only to
+        this process while Redis is lost)."""
+        if self.cluster.degraded:  # not on the request's path: known here only, said once
+            self.fell_back()
+            return
+        try:
+            await self.placements.add(placed.request_id, placed.as_record())
+        except ClusterUnavailable:
+            self.fell_back()
+
+    def placed_changed(self, attempt: str, state: State, call_id: str | None) -> None:
+        """A placed call's stream started or it ended here (`PlacedCalls.listen`)."""
+        if state == "live" and call_id:
+            self._queue(lambda: self.placements.streaming(attempt, call_id))
+        elif state == "ended":
+            self._queue(lambda: self.placements.ended(attempt, call_id))
+
+    async def placed_call(self, request_id: str, at: float) -> PlacedCall | None:
+        """The cluster's record of the call placed as `request_id` (None: unknown, or Redis
+        lost)."""
+        try:
+            record = await self.placements.get(request_id)
+        except ClusterUnavailable:
+            self.fell_back()
+            return None
+        return PlacedCall.from_record(record, at) if record is not None else None
+
+    async def placed_queued(self, here: list[PlacedCall], at: float) -> list[PlacedCall]:
+        """The placed calls of the whole cluster still queued; `here` (this process's) are kept
+        where the cluster does not know them yet, and dropped where it knows them further on."""
+        try:
+            queued = [PlacedCall.from_record(r, at) for r in await self.placements.queued()]
+            known = {p.request_id for p in queued}
+            states = await self.placements.states(
+                [p.request_id for p in here if p.request_id not in known]
+            )
+        except ClusterUnavailable:
+            self.fell_back()
+            return here
+        return queued + [
+            p for p in here if p.request_id not in known and states.get(p.request_id) is None
+        ]
 
     # --- the other processes (the desk) -------------------------------------------------
 

@@ -242,3 +242,87 @@ async def test_when_redis_is_back_the_call_is_the_clusters_again(
         result = await running
     assert result.violations == []
     assert result.ended_by == PLIVO.ended_by
+
+
+async def test_the_state_a_call_shows_is_the_same_on_every_bridge(
+    joined: Callable[..., Awaitable[LocalBridge]],
+) -> None:
+    # Polled until the prompt under way has played out: above the API's default rate.
+    a, b = await joined("a", telebridge_api_rate=100), await joined("b", telebridge_api_rate=100)
+    # Plivo holds A's hangup request 3 s: meanwhile the call is ending on A.
+    a.plivo_api.delay, a.plivo_api.fail_only = 3.0, "DELETE .*/Call/"
+    async with client(a) as api_a, client(b) as api_b:
+        call, running = start(a, CallScript())
+        await hearing(call)
+        call_id = call.result.call_id
+
+        async def shown_on_b(state: str) -> bool:
+            return (await listed(api_b)).get(call_id, {}).get("state") == state
+
+        await wait_for(lambda: shown_on_b("streaming"), "B lists A's call as streaming")
+        gone = await api_b.post(f"/v1/calls/{call_id}/hangup", json={})
+        assert gone.status_code == 202, gone.text
+        await wait_for(lambda: shown_on_b("ending"), "B lists A's call as ending")
+        assert (await listed(api_a))[call_id]["state"] == "ending"
+        one = await api_b.get(f"/v1/calls/{call_id}")
+        assert one.json()["state"] == "ending", one.text
+        result = await running
+    assert result.violations == []
+    assert result.ended_by == PLIVO.ended_by
+
+
+async def test_a_call_placed_on_one_bridge_and_still_ringing_is_cancelled_through_another(
+    joined: Callable[..., Awaitable[LocalBridge]],
+) -> None:
+    a, b = await joined("a"), await joined("b")
+    a.plivo_api.on_create = None  # nobody answers: the call keeps ringing
+    async with client(a) as api_a, client(b) as api_b:
+        body = {"carrier": "plivo", "to": "+14155550100", "from": "+14155550199"}
+        response = await api_a.post("/v1/calls", json=body)
+        assert response.status_code == 201, response.text
+        request_uuid = response.json()["call_id"]
+        assert (await listed(api_b))[request_uuid]["state"] == "queued"
+        said = await api_b.post(f"/v1/calls/{request_uuid}/say", json={"text": NOTICE})
+        assert (said.status_code, said.json()["error"]) == (
+            409,
+            "the call has not been answered yet",
+        )
+        gone = await api_b.post(f"/v1/calls/{request_uuid}/hangup", json={})
+        assert gone.status_code == 202, gone.text
+        # B cancelled it with the carrier itself (each bridge here has its own fake Plivo API).
+        cancels = [r for r in b.plivo_api.requests if r.method == "DELETE"]
+        assert [r.path.rstrip("/").rsplit("/", 1)[-1] for r in cancels] == [request_uuid]
+
+        async def ended_on_a() -> bool:
+            found: dict[str, Any] = (await api_a.get(f"/v1/calls/{request_uuid}")).json()
+            return found.get("state") == "ended"
+
+        await wait_for(ended_on_a, "A sees the cancelled call ended")
+        assert request_uuid not in await listed(api_a)
+        again = await api_a.post(f"/v1/calls/{request_uuid}/hangup", json={})
+        assert again.status_code == 409, again.text
+
+
+async def test_with_redis_lost_a_call_placed_here_is_still_known_here(
+    joined: Callable[..., Awaitable[LocalBridge]], private_redis: RedisServer
+) -> None:
+    a = await joined("a")
+    a.plivo_api.on_create = None  # nobody answers: the call keeps ringing
+    async with client(a) as api_a:
+        private_redis.stop()
+
+        async def degraded() -> bool:
+            return "degraded" in (await api_a.get("/readyz")).json()
+
+        await wait_for(degraded, "A says the cluster is degraded")
+        body = {"carrier": "plivo", "to": "+14155550100", "from": "+14155550199"}
+        response = await api_a.post("/v1/calls", json=body)
+        assert response.status_code == 201, response.text
+        request_uuid = response.json()["call_id"]
+        found = await api_a.get(f"/v1/calls/{request_uuid}")
+        assert (found.status_code, found.json()["state"]) == (200, "queued"), found.text
+        assert (await listed(api_a))[request_uuid]["state"] == "queued"
+        gone = await api_a.post(f"/v1/calls/{request_uuid}/hangup", json={})
+        assert gone.status_code == 202, gone.text
+        found = await api_a.get(f"/v1/calls/{request_uuid}")
+        assert found.json()["state"] == "ended", found.text

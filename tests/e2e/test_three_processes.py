@@ -1,11 +1,12 @@
 """Three real `telebridge serve` processes on one machine, joined by one private Redis and one
 private PostgreSQL database: one call's answer webhook, stream, call-API request and hangup
-callback each reach a different process; `kill -9` of one process leaves the others' calls
-whole; `WAVES_MAX_IN_FLIGHT` holds for all three; `telebridge calls` from a fourth process sees
-the calls; a `telebridge campaign run` places calls that land on all three; the greeting whose
-synthesis one process starts at the answer webhook is heard on the process the stream reaches,
-synthesised once for all. One Waves stand-in and one fake Plivo REST API (in this test process)
-serve them all.
+callback each reach a different process (a Plivo call and a Vonage call); a call placed through
+the call API on one process is found, spoken to and seen ended by its request id on the others;
+`kill -9` of one process leaves the others' calls whole; `WAVES_MAX_IN_FLIGHT` holds for all
+three; `telebridge calls` from a fourth process sees the calls; a `telebridge campaign run`
+places calls that land on all three; the greeting whose synthesis one process starts at the
+answer webhook is heard on the process the stream reaches, synthesised once for all. One Waves
+stand-in and one fake Plivo REST API (in this test process) serve them all.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN
+from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN, SIM_VONAGE_SECRET
 from telebridge.simulator.carrier import CallScript, SimResult
 from telebridge.simulator.fake_plivo_api import FakePlivoApi, RecordedRequest
 from telebridge.simulator.plivo import PlivoCall
 from telebridge.simulator.serving import ServedApp
+from telebridge.simulator.vonage import VonageCall
 from telebridge.tts.standin import StandinServer
-from tests.e2e.conftest import FLOWS, mulaw_of
+from tests.e2e.conftest import FLOWS, l16_of, mulaw_of
 from tests.servers.redis import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +44,7 @@ HOLD = "Please hold while we find someone who can help you with that today."
 NOTICE = "This is a notice."
 PREFIXES = ("WAVES_", "PLIVO_", "VONAGE_", "TELEBRIDGE_")
 TTL = 6.0  # seconds a killed process's calls stay listed (README, "Running several processes")
+VONAGE_RATE = 16000
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
@@ -96,7 +99,7 @@ class Cluster:
         self.plivo = plivo
         self.standin = standin
         self.processes: list[Process] = []
-        self.calls: dict[str, PlivoCall] = {}
+        self.calls: dict[str, PlivoCall | VonageCall] = {}
         plivo.on_hangup = self._rest_hangup
 
     async def _rest_hangup(self, call_id: str) -> None:
@@ -177,6 +180,29 @@ class SpreadCall(PlivoCall):
             await super().after_end(http)
 
 
+class SpreadVonageCall(VonageCall):
+    """A Vonage call whose answer webhook (a GET, signed as Vonage signs it) goes to `answer_to`,
+    its stream to `stream_to` and its event webhook (`completed`) to `event_to`."""
+
+    def __init__(
+        self, answer_to: Process, stream_to: Process, event_to: Process, script: CallScript
+    ) -> None:
+        super().__init__(answer_to.url, SIM_VONAGE_SECRET, script, rate=VONAGE_RATE)
+        self.stream_to = stream_to
+        self.event_to = event_to
+
+    async def answer(self, http: httpx.AsyncClient) -> str | None:
+        url = await super().answer(http)
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(netloc=f"127.0.0.1:{self.stream_to.port}"))
+
+    async def after_end(self, http: httpx.AsyncClient) -> None:
+        self.base_url = self.event_to.url
+        await super().after_end(http)
+
+
 @pytest.fixture
 async def cluster(
     pg_url: str, private_redis: RedisServer, standin: StandinServer, tmp_path: Path
@@ -197,6 +223,8 @@ async def cluster(
                 PLIVO_AUTH_ID=SIM_PLIVO_AUTH_ID,
                 PLIVO_AUTH_TOKEN=SIM_PLIVO_AUTH_TOKEN,
                 PLIVO_API_URL=plivo_api.url,
+                VONAGE_SIGNATURE_SECRET=SIM_VONAGE_SECRET,
+                VONAGE_AUDIO_RATE=str(VONAGE_RATE),
                 WAVES_URL=standin.url,
                 WAVES_API_KEY=standin.api_key,
                 WAVES_TRANSPORT="websocket",
@@ -220,7 +248,7 @@ async def cluster(
                 await asyncio.to_thread(group.stop)
 
 
-def run(group: Cluster, call: SpreadCall) -> asyncio.Task[SimResult]:
+def run(group: Cluster, call: SpreadCall | SpreadVonageCall) -> asyncio.Task[SimResult]:
     group.calls[call.result.call_id] = call
 
     async def go() -> SimResult:
@@ -285,6 +313,108 @@ async def test_one_call_is_answered_streamed_spoken_to_and_hung_up_on_three_proc
     assert row["outcome"] == "hangup", row  # the flow hung up
     # The cause came with the hangup callback, which reached p3 only.
     assert row["hangup_cause"] == "NORMAL_CLEARING", row
+
+
+async def test_one_vonage_call_is_answered_streamed_spoken_to_and_ended_on_three_processes(
+    cluster: Callable[..., Awaitable[Cluster]],
+) -> None:
+    group = await cluster()
+    p1, p2, p3 = group.processes
+    call = SpreadVonageCall(p1, p2, p3, CallScript(digits="w1"))
+    running = run(group, call)
+    call_id = call.result.call_id
+    async with p3.api() as api3:
+        await wait_for(lambda: at_step(api3, call_id, "wait"), "p3 lists the call at 'wait'", 30)
+        assert (await listed(api3))[call_id]["carrier"] == "vonage"
+        said = await api3.post(f"/v1/calls/{call_id}/say", json={"text": NOTICE})
+        assert said.status_code == 202, said.text
+        result = await asyncio.wait_for(running, 60)
+    assert result.violations == []
+    heard = l16_of(HOLD, VONAGE_RATE) + l16_of(NOTICE, VONAGE_RATE) + l16_of("Done.", VONAGE_RATE)
+    assert result.heard == heard
+    answers = [n.get("status") for n in result.timeline if n.get("event") == "answer"]
+    events = [n.get("status") for n in result.timeline if n.get("event") == "event_callback"]
+    assert (answers, events) == ([200], [200]), result.timeline
+
+    def recorded() -> dict[str, Any] | None:
+        rows = [r for r in logged_calls({**group.env}) if r.get("call_id") == call_id]
+        return rows[0] if rows and rows[0].get("hangup_cause") else None
+
+    async def in_log() -> bool:
+        return await asyncio.to_thread(recorded) is not None
+
+    await wait_for(in_log, "`telebridge calls --json` lists the ended call with its cause", 40)
+    row = recorded()
+    assert row is not None
+    assert (row["carrier"], row["steps"], row["digits"]) == ("vonage", ["wait", "done"], "1"), row
+    assert row["outcome"] == "hangup", row  # the flow hung up (p2 closed the socket)
+    # The status came with the event webhook, which reached p3 only.
+    assert row["hangup_cause"] == "completed", row
+
+
+async def test_a_placed_call_is_known_by_its_request_id_on_every_process(
+    cluster: Callable[..., Awaitable[Cluster]],
+) -> None:
+    group = await cluster()
+    p1, p2, p3 = group.processes
+    ring = asyncio.Event()  # the carrier answers once the test saw the call queued
+    placed: list[tuple[SpreadCall, asyncio.Task[SimResult]]] = []
+
+    async def carrier_places(request: RecordedRequest, request_uuid: str) -> None:
+        await ring.wait()
+        query = urlsplit(request.body["answer_url"]).query
+        # Answered and streamed on p3, its hangup callback to p2; placed by p1.
+        call = SpreadCall(p3, p3, p2, CallScript(digits="w1"), answer_query=query)
+        placed.append((call, run(group, call)))
+
+    group.plivo.on_create = carrier_places
+    async with p1.api() as api1, p2.api() as api2:
+        body = {"to": "+14155550100", "from": "+14155550199", "carrier": "plivo", "flow": "hold"}
+        response = await api1.post("/v1/calls", json=body)
+        assert response.status_code == 201, response.text
+        request_uuid = response.json()["call_id"]
+        seen = await api2.get(f"/v1/calls/{request_uuid}")
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["state"] == "queued", seen.json()
+        assert (await listed(api2))[request_uuid]["state"] == "queued"
+        early = await api2.post(f"/v1/calls/{request_uuid}/say", json={"text": NOTICE})
+        assert early.status_code == 409, early.text
+
+        ring.set()
+
+        async def answered() -> bool:
+            return bool(placed)
+
+        await wait_for(answered, "the carrier answered", 10)
+        call, running = placed[0]
+        carrier_id = call.result.call_id
+        assert carrier_id != request_uuid
+
+        async def live_on_p2() -> bool:
+            found: dict[str, Any] = (await api2.get(f"/v1/calls/{request_uuid}")).json()
+            return found.get("call_id") == carrier_id and found.get("step") == "wait"
+
+        await wait_for(live_on_p2, "p2 finds the placed call live at 'wait'", 30)
+        found = (await api2.get(f"/v1/calls/{request_uuid}")).json()
+        assert (found["state"], found["request_id"]) == ("streaming", request_uuid), found
+        shown = await listed(api2)
+        assert carrier_id in shown and request_uuid not in shown, shown  # not twice
+        said = await api1.post(f"/v1/calls/{request_uuid}/say", json={"text": NOTICE})
+        assert said.status_code == 202, said.text
+        result = await asyncio.wait_for(running, 60)
+        assert result.violations == []
+        assert result.heard == mulaw_of(HOLD) + mulaw_of(NOTICE) + mulaw_of("Done.")
+
+        async def ended_on_p2() -> bool:
+            found: dict[str, Any] = (await api2.get(f"/v1/calls/{request_uuid}")).json()
+            return found.get("state") == "ended" and found.get("outcome") == "hangup"
+
+        await wait_for(ended_on_p2, "p2 gives the placed call's ended record", 30)
+        found = (await api2.get(f"/v1/calls/{request_uuid}")).json()
+        assert (found["call_id"], found["request_id"]) == (carrier_id, request_uuid), found
+        assert found["steps"] == ["wait", "done"], found
+        late = await api1.post(f"/v1/calls/{request_uuid}/say", json={"text": NOTICE})
+        assert late.status_code == 409, late.text
 
 
 async def test_kill_9_of_one_process_leaves_the_others_calls_whole(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from telebridge.server.placed import QUEUED_FOR_S, PlacedCall, PlacedCalls
+from telebridge.server.placed import QUEUED_FOR_S, PlacedCall, PlacedCalls, further
 
 TO, FROM = "+14155550123", "+14155550199"
 
@@ -148,3 +148,39 @@ def test_at_most_max_calls_are_kept() -> None:
     assert kept == [3, 4, 5]
     assert calls.by_attempt("att-2") is None
     assert [p.request_id for p in calls.queued()] == ["req-3", "req-4", "req-5"]
+
+
+def test_listeners_hear_of_every_api_placed_call_placed_here_or_not() -> None:
+    calls = PlacedCalls(clock=FakeClock())
+    heard: list[tuple[str, str, str | None]] = []
+    calls.listen(lambda attempt, state, call_id: heard.append((attempt, state, call_id)))
+    calls.add("req-1", "api-1", "plivo", TO, FROM, "welcome")
+    calls.streaming("api-1", "CA-1")
+    calls.streaming("api-elsewhere", "CA-2")  # placed by another process of the cluster
+    calls.ended("api-elsewhere", "CA-2")
+    calls.streaming("campaign-7", "CA-3")  # not the call API's: nobody to tell
+    calls.streaming(None, "CA-4")
+    assert heard == [
+        ("api-1", "live", "CA-1"),
+        ("api-elsewhere", "live", "CA-2"),
+        ("api-elsewhere", "ended", "CA-2"),
+    ]
+    assert calls.by_attempt("api-elsewhere") is None
+
+
+def test_the_record_further_along_wins_with_the_call_id_either_knows() -> None:
+    calls = PlacedCalls(clock=FakeClock())
+    local = calls.add("req-1", "api-1", "plivo", TO, FROM, "welcome")
+    shared = PlacedCall.from_record({**local.as_record(), "request_id": "req-1"}, 5.0)
+    assert (shared.request_id, shared.state, shared.to, shared.from_) == (
+        "req-1",
+        "queued",
+        TO,
+        FROM,
+    )
+    assert further(local, None) is local and further(None, shared) is shared
+    shared.state, shared.call_id = "live", "CA-1"
+    assert further(local, shared) is shared
+    local.state = "ended"  # cancelled here; the cluster's record not written yet
+    ahead = further(local, shared)
+    assert ahead is local and (ahead.state, ahead.call_id) == ("ended", "CA-1")
