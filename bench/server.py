@@ -330,6 +330,7 @@ async def serve_bridge(args: argparse.Namespace) -> None:
             **cluster,
         )
         bridge = Bridge.from_settings(settings)
+        bridge.freeze_heap = True  # as `telebridge serve` does
         recorder = EventRecorder()
         bridge.observers.append(recorder)
         app = BenchRoutes(create_app(bridge), recorder, bridge)

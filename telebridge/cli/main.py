@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         sock.close()
         raise
+    bridge.freeze_heap = True  # a long-lived process of its own (see server/app.py)
     app = create_app(bridge)
     config = uvicorn.Config(
         app,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -66,9 +68,27 @@ def create_app(bridge: Bridge) -> Starlette:
                 calllog = CallLog.from_settings(settings)
                 bridge.calllog = calllog
                 stack.push_async_callback(asyncio.to_thread, calllog.close)
+            if bridge.freeze_heap:
+                _freeze_heap()
             yield
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _freeze_heap() -> None:
+    """Move every object alive now into the collector's permanent generation (`gc.freeze`).
+
+    A full collection walks every tracked object and pauses the event loop, and so every call,
+    meanwhile; with 200 calls on one process it took 120-140 ms, 60-70 ms of it in objects made
+    at start-up that live as long as the process. Frozen, they are never walked again (they are
+    still freed by reference counting). Collected first, so no garbage is frozen with them.
+    """
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    took = (time.perf_counter() - started) * 1000
+    frozen = gc.get_freeze_count()
+    logger.info("froze %d start-up objects out of the garbage collector (%.0f ms)", frozen, took)
 
 
 async def _join_cluster(

@@ -98,6 +98,10 @@ class Bridge:
     guard: WavesGuard | None = None
     # This process's part in a cluster (TELEBRIDGE_REDIS_URL), joined by the app's lifespan.
     cluster: ClusterLink | None = None
+    # `telebridge serve`: once started, the heap built so far (modules, flows, clients) is frozen
+    # out of the cyclic garbage collector's reach, so its full collections, which pause every
+    # call, walk only what calls made (see `create_app`).
+    freeze_heap: bool = False
     # Calls answered whose stream has not started yet: call id -> until when it counts against
     # TELEBRIDGE_MAX_CALLS (PENDING_HOLD_S at most: behind a load balancer the stream may start on
     # another process of the cluster, and a carrier opens it within seconds or not at all).

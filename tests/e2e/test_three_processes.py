@@ -359,8 +359,10 @@ async def test_a_placed_call_is_known_by_its_request_id_on_every_process(
     p1, p2, p3 = group.processes
     ring = asyncio.Event()  # the carrier answers once the test saw the call queued
     placed: list[tuple[SpreadCall, asyncio.Task[SimResult]]] = []
+    created: list[str] = []
 
     async def carrier_places(request: RecordedRequest, request_uuid: str) -> None:
+        created.append(request_uuid)
         await ring.wait()
         query = urlsplit(request.body["answer_url"]).query
         # Answered and streamed on p3, its hangup callback to p2; placed by p1.
@@ -368,11 +370,25 @@ async def test_a_placed_call_is_known_by_its_request_id_on_every_process(
         placed.append((call, run(group, call)))
 
     group.plivo.on_create = carrier_places
-    async with p1.api() as api1, p2.api() as api2:
+    async with p1.api() as api1, p2.api() as api2, p3.api() as api3:
         body = {"to": "+14155550100", "from": "+14155550199", "carrier": "plivo", "flow": "hold"}
-        response = await api1.post("/v1/calls", json=body)
+        once = {"Idempotency-Key": "order-1234"}
+        response = await api1.post("/v1/calls", json=body, headers=once)
         assert response.status_code == 201, response.text
         request_uuid = response.json()["call_id"]
+        # The client's retries reach the other processes: the same answer, no second call.
+        for api in (api2, api3):
+            again = await api.post("/v1/calls", json=body, headers=once)
+            assert (again.status_code, again.json()) == (201, response.json()), again.text
+            assert again.headers.get("Idempotent-Replayed") == "true"
+        other = await api3.post("/v1/calls", json={**body, "to": "+14155550101"}, headers=once)
+        assert other.status_code == 422, other.text
+
+        async def carrier_saw_it() -> bool:
+            return bool(created)
+
+        await wait_for(carrier_saw_it, "the carrier got the call", 10)
+        assert created == [request_uuid]
         seen = await api2.get(f"/v1/calls/{request_uuid}")
         assert seen.status_code == 200, seen.text
         assert seen.json()["state"] == "queued", seen.json()
