@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,8 @@ def thawed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def bridge(*, freeze: bool) -> Bridge:
-    made = Bridge.from_settings(Settings(telebridge_flows_dir=FLOWS, telebridge_flow="demo"))
+    values: dict[str, Any] = {"telebridge_flows_dir": FLOWS, "telebridge_flow": "demo"}
+    made = Bridge.from_settings(Settings(**values))
     made.freeze_heap = freeze
     return made
 
