@@ -29,6 +29,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 
 from telebridge.server.ws_frames import FrameSplitter
+from telebridge.server.ws_lowat import QuietReads, quiet_reads
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
@@ -58,6 +59,7 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
     _ignored = 0  # messages dropped by the filter after websockets parsed them
     _splitter: FrameSplitter | None = None
     _splitter_tried = False
+    _reads: QuietReads | None = None  # the socket's low-water mark (ws_lowat.py)
 
     @property
     def ignored(self) -> int:
@@ -68,6 +70,9 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
         splitter = self._splitter
         if splitter is not None and splitter.active:
             data = splitter.feed(data)
+            reads = self._reads
+            if reads is not None:
+                reads.read(quiet=not data)
             if not data:
                 return
         super().data_received(data)
@@ -79,6 +84,12 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
                 self._splitter = FrameSplitter(_keep_all, max_size=self.config.ws_max_size)
                 if self._ignore is not None:
                     self._splitter.ignore = self._ignore
+                self._reads = quiet_reads(self.transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._reads is not None:
+            self._reads.close()
+        super().connection_lost(exc)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
