@@ -137,29 +137,47 @@ def connect(url: str, timeout: float = CONNECT_TIMEOUT_S) -> psycopg.Connection[
     return psycopg.connect(conninfo(url, timeout), autocommit=True)
 
 
+def migrate(
+    conn: psycopg.Connection[Row],
+    component: str,
+    migrations: Sequence[Callable[[psycopg.Connection[Row]], None]],
+    newer: Callable[[int], Exception],
+) -> int:
+    """Inside the caller's transaction: bring `component`'s tables from the version
+    `telebridge_schema` records to `len(migrations)`, under the one migration lock (processes
+    starting at once migrate one after the other). Returns the version found; raises `newer(found)`
+    for a database written by a newer telebridge. The call log and campaign state both use it."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS telebridge_schema"
+        " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    found = conn.execute(
+        "SELECT version FROM telebridge_schema WHERE component = %s", (component,)
+    ).fetchone()
+    version = 0 if found is None else int(found[0])
+    target = len(migrations)
+    if version > target:
+        raise newer(version)
+    for number in range(version, target):
+        migrations[number](conn)
+    conn.execute(
+        "INSERT INTO telebridge_schema (component, version) VALUES (%s, %s)"
+        " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
+        (component, target),
+    )
+    return version
+
+
 def _migrate(conn: psycopg.Connection[Row], where: str) -> None:
+    def newer(version: int) -> CallLogError:
+        return CallLogError(
+            f"TELEBRIDGE_DB: {where} was written by a newer telebridge "
+            f"(call log schema {version}, this one knows {SCHEMA_VERSION}); upgrade telebridge"
+        )
+
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS telebridge_schema"
-            " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        found = conn.execute(
-            "SELECT version FROM telebridge_schema WHERE component = %s", (_COMPONENT,)
-        ).fetchone()
-        version = 0 if found is None else int(found[0])
-        if version > SCHEMA_VERSION:
-            raise CallLogError(
-                f"TELEBRIDGE_DB: {where} was written by a newer telebridge "
-                f"(call log schema {version}, this one knows {SCHEMA_VERSION}); upgrade telebridge"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            _MIGRATIONS[number](conn)
-        conn.execute(
-            "INSERT INTO telebridge_schema (component, version) VALUES (%s, %s)"
-            " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
-            (_COMPONENT, SCHEMA_VERSION),
-        )
+        version = migrate(conn, _COMPONENT, _MIGRATIONS, newer)
         kept = f"interval '{_KEEP_BATCH_IDS}'"
         conn.execute(f"DELETE FROM call_log_batches WHERE committed_at < now() - {kept}")
     if version < SCHEMA_VERSION:

@@ -91,29 +91,14 @@ def lock_parts(name: str) -> tuple[int, int]:
 
 
 def _migrate(conn: Conn, where: str) -> None:
-    with conn.transaction():
-        # The call log's lock: telebridge_schema is made once even by processes starting at once.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS telebridge_schema"
-            " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    def newer(version: int) -> CampaignError:
+        return CampaignError(
+            f"TELEBRIDGE_DB: {where} was written by a newer telebridge (campaign schema "
+            f"{version}, this one knows {SCHEMA_VERSION}); upgrade telebridge"
         )
-        found = conn.execute(
-            "SELECT version FROM telebridge_schema WHERE component = %s", (_COMPONENT,)
-        ).fetchone()
-        version = 0 if found is None else int(found[0])
-        if version > SCHEMA_VERSION:
-            raise CampaignError(
-                f"TELEBRIDGE_DB: {where} was written by a newer telebridge (campaign schema "
-                f"{version}, this one knows {SCHEMA_VERSION}); upgrade telebridge"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            _MIGRATIONS[number](conn)
-        conn.execute(
-            "INSERT INTO telebridge_schema (component, version) VALUES (%s, %s)"
-            " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
-            (_COMPONENT, SCHEMA_VERSION),
-        )
+
+    with conn.transaction():  # the call log's lock and versions table (postgres.migrate)
+        version = postgres.migrate(conn, _COMPONENT, _MIGRATIONS, newer)
     if version < SCHEMA_VERSION:
         logger.info("campaign state %s: schema %d -> %d", where, version, SCHEMA_VERSION)
 
