@@ -17,6 +17,16 @@ from telebridge.flows.agent_socket import open_agent
 from telebridge.flows.ports import AgentLink, AgentUnavailable, FetchFailed, FlowRunError
 from telebridge.flows.wav import WavError, read_wav
 
+# An idle pooled connection is given up after this long: below the 5 s after which uvicorn,
+# Node's http server and Apache close one, so a webhook is never sent on a connection the
+# application's server is closing at that moment (an httpx.ReadError, and a failed step).
+KEEPALIVE_S = 2.0
+
+
+def webhook_client() -> httpx.AsyncClient:
+    """An HTTP client for the applications' webhooks (a call's `fetch` steps)."""
+    return httpx.AsyncClient(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
+
 
 class HttpFlowIO:
     def __init__(
@@ -34,7 +44,7 @@ class HttpFlowIO:
     ) -> tuple[int, bytes]:
         client = self._http
         if client is None:
-            client = self._own = self._own or httpx.AsyncClient()
+            client = self._own = self._own or webhook_client()
         try:
             # Both clocks: httpx's covers connect/read, asyncio's the whole exchange.
             async with asyncio.timeout(timeout):

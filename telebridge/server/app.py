@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
@@ -22,6 +21,7 @@ from telebridge.api.routes import api_routes
 from telebridge.calllog import CallLog
 from telebridge.carriers import browser_http, plivo_http, vonage_http
 from telebridge.console import ConsoleGate, LiveFeed, console_routes
+from telebridge.flows.fetch import webhook_client
 from telebridge.server.bridge import Bridge
 from telebridge.server.desk import BridgeDesk
 from telebridge.server.ops import ops_routes
@@ -63,7 +63,7 @@ def create_app(bridge: Bridge) -> Starlette:
             if settings.telebridge_redis_url is not None and bridge.cluster is None:
                 answers[:] = [await _join_cluster(bridge, desk, stack)]
             await assemble_speech(bridge, settings, stack)
-            bridge.http = await stack.enter_async_context(httpx.AsyncClient())
+            bridge.http = await stack.enter_async_context(webhook_client())
             if bridge.calllog is None:
                 calllog = CallLog.from_settings(settings)
                 bridge.calllog = calllog

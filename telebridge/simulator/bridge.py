@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from telebridge.call.ports import CallObserver
+from telebridge.flows.fetch import KEEPALIVE_S
 from telebridge.server import WS_MAX_MESSAGE, Bridge, create_app
 from telebridge.settings import Settings, load_settings
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
@@ -26,6 +27,8 @@ from telebridge.tts import Synthesizer
 SIM_PLIVO_AUTH_ID = "MA" + "SIMULATED" + "0" * 9
 SIM_PLIVO_AUTH_TOKEN = "simulated-plivo-token"  # made-up credentials for local calls
 SIM_VONAGE_SECRET = "simulated-vonage-signature-secret"
+# Idle connections to the bridge expire below uvicorn's 5 s keep-alive timeout.
+_LIMITS = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
 
 
 class LocalBridge:
@@ -91,11 +94,18 @@ class LocalBridge:
         served = ServedApp(create_app(self.bridge), sock, ws_max_size=WS_MAX_MESSAGE)
         await self._stack.enter_async_context(served)
         self.http = await self._stack.enter_async_context(
-            httpx.AsyncClient(
-                timeout=10,
-                # Below uvicorn's 5 s keep-alive timeout, so a request never races its close.
-                limits=httpx.Limits(keepalive_expiry=2.0),
-            )
+            httpx.AsyncClient(timeout=10, limits=_LIMITS)
+        )
+
+    def client(self, *, key: str | None = None, timeout: float = 10) -> httpx.AsyncClient:
+        """A new HTTP client of this bridge, closed by the caller; with `key`, a Bearer key.
+
+        Its idle connections expire before uvicorn closes them (5 s), so a request after a pause
+        never goes out on a connection the server is closing (an `httpx.ReadError`).
+        """
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=timeout, limits=_LIMITS
         )
 
     @property

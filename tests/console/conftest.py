@@ -18,8 +18,7 @@ OTHER_KEY = "another-console-key-0123456789ab"
 
 def client(lb: LocalBridge, *, key: str | None = None) -> httpx.AsyncClient:
     """A client of `lb` with its own cookies; with `key`, it sends it as a Bearer key."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.AsyncClient(base_url=lb.url, headers=headers, timeout=10)
+    return lb.client(key=key)
 
 
 async def until(condition: Callable[[], Awaitable[Any]], limit: float = 15.0) -> Any:

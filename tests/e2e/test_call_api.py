@@ -125,12 +125,7 @@ async def api(
         vonage_private_key=private_key_pem,
         vonage_api_host=vonage_api.host,
     )
-    headers = {"Authorization": f"Bearer {KEY}"}
-    # Keep-alive below uvicorn's 5 s timeout, so a request never races the server's close.
-    limits = httpx.Limits(keepalive_expiry=2.0)
-    async with httpx.AsyncClient(
-        base_url=lb.url, headers=headers, timeout=15, limits=limits
-    ) as client:
+    async with lb.client(key=KEY, timeout=15) as client:
         yield lb, Carriers(lb, vonage_api), client
 
 

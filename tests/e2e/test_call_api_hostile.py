@@ -20,9 +20,7 @@ GOOD = {"carrier": "plivo", "to": "+14155550199", "from": "+14155550100"}
 
 
 async def client_for(lb: LocalBridge, key: str | None = KEY) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    limits = httpx.Limits(keepalive_expiry=2.0)
-    return httpx.AsyncClient(base_url=lb.url, headers=headers, timeout=10, limits=limits)
+    return lb.client(key=key)
 
 
 @pytest.fixture

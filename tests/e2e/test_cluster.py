@@ -36,13 +36,7 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, within: 
 
 
 def client(lb: LocalBridge) -> httpx.AsyncClient:
-    # Keep-alive below uvicorn's 5 s timeout, so a request never races the server's close.
-    return httpx.AsyncClient(
-        base_url=lb.url,
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=15,
-        limits=httpx.Limits(keepalive_expiry=2.0),
-    )
+    return lb.client(key=KEY, timeout=15)
 
 
 async def listed(api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from telebridge.flows.fetch import HttpFlowIO
+from telebridge.flows.fetch import KEEPALIVE_S, HttpFlowIO, webhook_client
 from telebridge.flows.ports import FetchFailed, FlowRunError
+from telebridge.simulator.serving import ServedApp
 from tests.flows.fakes import Hook, unused_port
 
 URL = "https://crm.example.com/ivr"
@@ -124,3 +129,24 @@ async def test_load_audio_of_a_missing_or_broken_file_is_a_flow_run_error(
         (tmp_path / "a.wav").write_bytes(content)
     with pytest.raises(FlowRunError, match=r"a\.wav: cannot read audio: "):
         await HttpFlowIO().load_audio(tmp_path / "a.wav")
+
+
+async def test_the_webhook_client_gives_up_an_idle_connection_before_servers_close_it() -> None:
+    # uvicorn (like Node's http server) closes a keep-alive connection idle 5 s; a request sent
+    # on it just then fails with a ReadError. The client reuses a connection only while it is
+    # younger than KEEPALIVE_S, well inside that.
+    ports: list[int] = []
+
+    async def answer(request: Request) -> JSONResponse:
+        assert request.client is not None
+        ports.append(request.client.port)
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/ivr", answer, methods=["POST"])])
+    assert KEEPALIVE_S <= 2.5
+    async with ServedApp(app, lifespan="off") as served, webhook_client() as http:
+        io = HttpFlowIO(http)
+        for pause in (0.0, 0.2, KEEPALIVE_S + 0.3):
+            await asyncio.sleep(pause)
+            assert await io.post_json(served.url + "/ivr", {}, 2.0) == (200, b"{}")
+    assert ports[0] == ports[1] != ports[2]  # reused after 0.2 s, not after KEEPALIVE_S
