@@ -40,6 +40,11 @@ class Pacer:
         self._drained_at = -math.inf  # nothing sent yet: the queue is empty at any time
         self._active = False  # inside an utterance: a drain before the next send is an underrun
 
+    @property
+    def capacity(self) -> int:
+        """Frames an empty queue takes: the most one send may ever carry."""
+        return math.floor((self.max_lead + _EPS) / self.frame_duration)
+
     def lead(self, now: float) -> float:
         """Seconds of audio sent but not yet played at `now`."""
         return max(0.0, self._drained_at - now)

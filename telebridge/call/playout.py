@@ -32,6 +32,7 @@ SEND_BATCH_FRAMES = 10
 class _Audio:
     frames: bytes
     utterance: int
+    at: int = 0  # bytes of `frames` sent so far (a long prompt is never re-sliced per batch)
 
 
 @dataclass(slots=True)
@@ -63,6 +64,8 @@ class Playout:
             src_rate=stream.sample_rate, dst_rate=stream.sample_rate, codec=stream.codec
         ).frame_bytes
         self._pacer = Pacer(max_lead=max_lead)
+        # A lead shorter than a batch (TELEBRIDGE_MAX_LEAD_MS under 200) takes smaller ones.
+        self._batch = min(SEND_BATCH_FRAMES, self._pacer.capacity)
         self._outbox: deque[_Audio | _Mark] = deque()
         self._urgent: deque[WireMessage] = deque()
         self._wake = asyncio.Event()
@@ -147,7 +150,7 @@ class Playout:
         return self._queued_seconds() + self._pacer.lead(self._clock())
 
     def _queued_seconds(self) -> float:
-        frames = sum(len(i.frames) for i in self._outbox if isinstance(i, _Audio))
+        frames = sum(len(i.frames) - i.at for i in self._outbox if isinstance(i, _Audio))
         return frames / self.frame_bytes * 0.02
 
     def _enqueue(self, item: _Audio | _Mark) -> None:
@@ -221,20 +224,20 @@ class Playout:
                 self._emit("mark", mark=item.name, lead=round(self._pacer.lead(now), 3))
                 self._pacer.idle()
                 continue
-            available = len(item.frames) // fb
+            available = (len(item.frames) - item.at) // fb
             room = self._pacer.room(now)
-            wanted = min(available, SEND_BATCH_FRAMES)
+            wanted = min(available, self._batch)
             if room < wanted:
                 await self._sleep(self._pacer.wait(now, wanted))
                 paced_until = self._clock()
                 continue
             # One wake-up sends a batch: as many frames as one message takes, or for a carrier
             # that takes one frame per message (Vonage), a few messages in one write.
-            count = min(available, room, max(per_message, SEND_BATCH_FRAMES))
-            chunk, rest = item.frames[: count * fb], item.frames[count * fb :]
-            if rest:
-                item.frames = rest
-            else:
+            count = min(available, room, max(per_message, self._batch))
+            start = item.at
+            item.at += count * fb
+            chunk = item.frames[start : item.at]
+            if item.at >= len(item.frames):
                 self._outbox.popleft()
             first = self._first_chunk_at.pop(item.utterance, None)
             step = per_message * fb

@@ -77,7 +77,7 @@ def test_lead_stays_bounded_and_wait_agrees_with_room(
 )
 def test_exactly_full_is_allowed(max_lead: float, frame_duration: float, capacity: int) -> None:
     pacer = Pacer(max_lead=max_lead, frame_duration=frame_duration)
-    assert pacer.room(5.0) == capacity
+    assert pacer.room(5.0) == pacer.capacity == capacity
     pacer.sent(5.0, capacity)
     assert pacer.room(5.0) == 0
     assert pacer.lead(5.0) == pytest.approx(max_lead)

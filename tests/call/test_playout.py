@@ -114,6 +114,26 @@ async def test_the_pacer_holds_audio_back_until_the_carrier_has_room() -> None:
         assert transport.audio() == frames
 
 
+@pytest.mark.parametrize("max_lead", [0.1, 0.15])
+async def test_a_lead_shorter_than_a_batch_sends_smaller_batches(max_lead: float) -> None:
+    # TELEBRIDGE_MAX_LEAD_MS may be 100: a batch of SEND_BATCH_FRAMES never fits under it.
+    clock = ManualClock()
+    transport = FakeTransport(plays_marks=False)
+    frames = numbered_frames(30, 160)
+    capacity = int(max_lead / 0.02 + 1e-9)  # 5 and 7 frames
+    async with running(plivo_stream(), transport, max_lead=max_lead, clock=clock) as (playout, _):
+        playout.audio(frames, 1)
+        await settle()
+        assert len(transport.audio()) == capacity * 160
+        for _ in range(200):  # the sender sleeps in real time what the manual clock says
+            if len(transport.audio()) == len(frames):
+                break
+            clock.advance(max_lead)  # all of it played: the next batch fits
+            await asyncio.sleep(0.02)
+        assert transport.audio() == frames
+    assert max(len(payload(m)) for m in transport.sent if is_play(m)) <= capacity * 160
+
+
 async def test_audio_ahead_counts_queued_and_unplayed_audio() -> None:
     clock = ManualClock()
     transport = FakeTransport(plays_marks=False)
