@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from telebridge.calllog import CallLog
+from telebridge.calllog import CallLog, writer
 from tests.calllog.support import CALL, SQLITE_ONLY, count, wait_until
+
+ORIGINAL_LINGER_S = writer.LINGER_S
 
 
 def test_one_bad_record_does_not_lose_the_others(
@@ -150,3 +152,32 @@ def test_a_short_write_lock_elsewhere_is_waited_out(log: CallLog, db: Path) -> N
     record = log.get("plivo", "c-1")
     assert record is not None
     assert record.steps == ["menu"]
+
+
+def test_records_queued_within_the_linger_share_one_transaction(
+    log: CallLog, target: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer lingers after a first record: what follows within it shares the commit, so a
+    # burst of call starts costs the thread one wake-up per LINGER_S, not one per record. A
+    # long linger here, so that the margins hold on a loaded machine.
+    monkeypatch.setattr(writer, "LINGER_S", 0.5)
+    db = log._writer._db
+    commits: list[float] = []
+    commit = db.commit
+
+    def counted() -> None:
+        commits.append(time.monotonic())
+        commit()
+
+    monkeypatch.setattr(db, "commit", counted)
+    time.sleep(0.1)  # the writer is back waiting for a first record
+    started = time.monotonic()
+    recorder = log.start_call(**CALL)
+    time.sleep(0.1)
+    recorder.step_entered("menu")
+    time.sleep(0.1)
+    recorder.step_entered("goodbye")
+    wait_until(lambda: count(target, "SELECT COUNT(*) FROM call_events") == 2)
+    assert len(commits) == 1
+    assert 0.5 <= commits[0] - started < 5
+    assert writer.LINGER_S == 0.5 and ORIGINAL_LINGER_S <= 0.05  # milliseconds in production
