@@ -2,13 +2,14 @@
 queued changes to calls, in order, one transaction per batch.
 
 Submitting only puts a `Write` on a queue, so recording never blocks the event loop; a record
-is in the database within about `LINGER_S` of being queued: the thread, woken by a first record,
-lets that long pass before it takes what is queued, so a burst of call starts is one transaction
-and one wake-up of the thread per 20 ms, not one per record. A batch that fails is retried row by row
-so one bad record loses nothing else. A lost database server (PostgreSQL) loses nothing either:
-the writer keeps the batch, retries it with backoff and `degraded` says why meanwhile; changes
-go on queueing up to `MAX_WAITING`, beyond which they are dropped with an error. At `close()` a
-server still away gets `CLOSE_GRACE_S` to return before what waits is dropped, loudly.
+is in the database within about `LINGER_S` of being queued: the thread, woken by a first
+record, lets that long pass before it takes what is queued, so a burst of call starts is one
+transaction and one wake-up of the thread per 20 ms, not one per record. A batch that fails is
+retried row by row so one bad record loses nothing else. A lost database server (PostgreSQL)
+loses nothing either: the writer keeps the batch, retries it with backoff and `degraded` says
+why meanwhile; changes go on queueing up to `MAX_WAITING`, beyond which they are dropped with
+an error. At `close()` a server still away gets `CLOSE_GRACE_S` to return before what waits is
+dropped, loudly.
 """
 
 from __future__ import annotations
