@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,16 +31,22 @@ from telebridge.tts.cache_folder import (
     open_folder,
     prompt_files,
 )
-from telebridge.tts.errors import TTSError
+from telebridge.tts.errors import TTSError, WavesRateLimited
 from telebridge.tts.speech import SpeechOptions
 
-__all__ = ["DEFAULT_CONCURRENCY", "PLIVO_RATE", "Job", "Outcome", "Renderer", "carrier_rates",
-           "concurrency", "evicted", "open_renderer", "other_files", "partition", "plan",
-           "prompt_folder", "render"]  # fmt: skip
+__all__ = ["DEFAULT_CONCURRENCY", "PLIVO_RATE", "RATE_LIMITED_TRIES", "Job", "Outcome",
+           "Renderer", "carrier_rates", "concurrency", "evicted", "open_renderer", "other_files",
+           "partition", "plan", "prompt_folder", "render"]  # fmt: skip
 
 # Prompts synthesised at once, unless WAVES_MAX_IN_FLIGHT allows fewer.
 DEFAULT_CONCURRENCY = 4
 PLIVO_RATE = 8000  # Plivo streams are 8 kHz mu-law (carriers/plivo.py)
+# A prompt Waves refuses as over the plan's limit (429) is asked for again, after the wait the
+# server names (Retry-After) or 1, 2, 4, 8 s, this many times in all before it fails.
+RATE_LIMITED_TRIES = 5
+MAX_RATE_LIMITED_WAIT_S = 30.0
+
+logger = logging.getLogger(__name__)
 
 
 class Renderer(Protocol):
@@ -190,7 +197,7 @@ async def _make(
     job: Job, renderer: Renderer, folder: PromptFolder, writing: asyncio.Lock
 ) -> Outcome:
     try:
-        pcm = await renderer.render(job.text, sample_rate=job.sample_rate, options=job.options)
+        pcm = await _render(job, renderer)
     except TTSError as exc:
         return Outcome(job, str(exc) or exc.kind)
     if not pcm:
@@ -205,6 +212,27 @@ async def _make(
     if len(pcm) > folder.max_bytes:
         return Outcome(job, f"{len(pcm)} bytes of audio do not fit in TELEBRIDGE_CACHE_DISK_MB")
     return Outcome(job, f"could not be written to {folder.path}")
+
+
+async def _render(job: Job, renderer: Renderer) -> bytes:
+    """The job's audio; a refusal as over the rate limit is waited out and asked again."""
+    pause = 1.0
+    for attempt in range(1, RATE_LIMITED_TRIES + 1):
+        try:
+            return await renderer.render(job.text, sample_rate=job.sample_rate, options=job.options)
+        except WavesRateLimited as exc:
+            if attempt == RATE_LIMITED_TRIES:
+                raise WavesRateLimited(
+                    f"{exc} (refused {attempt} times; try fewer at once: WAVES_MAX_IN_FLIGHT)",
+                    retry_after=exc.retry_after,
+                ) from None
+            wait = pause if exc.retry_after is None else exc.retry_after
+            wait = max(0.0, min(MAX_RATE_LIMITED_WAIT_S, wait))
+            logger.warning("prompt %s/%s: Waves is at its limit; asking again in %g s",
+                           job.flow, job.step, wait)  # fmt: skip
+            await asyncio.sleep(wait)
+            pause *= 2
+    raise AssertionError("unreachable")
 
 
 @contextlib.asynccontextmanager

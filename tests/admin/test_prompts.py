@@ -19,7 +19,9 @@ from telebridge.settings import ConfigError, Settings, load_settings
 from telebridge.tts import SpeechOptions
 from telebridge.tts.cache import PromptCache
 from telebridge.tts.cache_folder import PromptFolder, encode, file_name, open_folder
-from telebridge.tts.errors import TTSError, WavesServerError
+from telebridge.tts.errors import TTSError, WavesRateLimited, WavesServerError
+from telebridge.tts.http_sync import WavesHttpClient
+from telebridge.tts.standin import StandinServer
 from tests.cli.test_main import PREFIXES
 
 MAIN = """
@@ -93,6 +95,8 @@ class FakeRenderer:
         self.in_flight = 0
         self.most_in_flight = 0
         self.answer: bytes | None = None  # instead of pcm_for
+        self.refusals: dict[str, int] = {}  # text: times it is refused as over the limit first
+        self.retry_after: float | None = 0.01
 
     async def render(
         self,
@@ -110,6 +114,9 @@ class FakeRenderer:
                 await self.gate.wait()
             if text in self.failing:
                 raise self.failing[text]
+            if self.refusals.get(text, 0) > 0:
+                self.refusals[text] -= 1
+                raise WavesRateLimited("Waves answered HTTP 429", retry_after=self.retry_after)
             return self.answer if self.answer is not None else pcm_for(text, sample_rate, options)
         finally:
             self.in_flight -= 1
@@ -284,6 +291,53 @@ async def test_a_failed_prompt_is_named_and_the_others_are_made(env: Path) -> No
         ("main", "menu", 8000, None),
     ]
     assert job.partition(jobs, folder) == ([jobs[1]], [jobs[0], jobs[2]])
+
+
+async def test_a_prompt_refused_as_over_the_limit_is_asked_again(
+    env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = settings(env)
+    folder = opened(s)
+    jobs = job.plan([flow(env, "main", MAIN)], s, [8000])
+    fake = FakeRenderer()
+    fake.refusals["Press 1."] = job.RATE_LIMITED_TRIES - 1
+    outcomes = await job.render(jobs, fake, folder)
+    assert [o.error for o in outcomes] == [None, None, None]
+    asked = [r[0] for r in fake.requests]
+    assert asked.count("Press 1.") == job.RATE_LIMITED_TRIES  # refused 4 times, then made
+    assert asked.count("Welcome.") == 1
+    assert job.partition(jobs, folder) == ([], jobs)
+    assert "Waves is at its limit; asking again in 0.01 s" in caplog.text
+
+
+async def test_a_prompt_refused_every_time_fails_saying_so(env: Path) -> None:
+    s = settings(env)
+    jobs = job.plan([flow(env, "main", MAIN)], s, [8000])[:1]
+    fake = FakeRenderer()
+    fake.refusals[jobs[0].text] = 99
+    fake.retry_after = 0.0
+    [outcome] = await job.render(jobs, fake, opened(s))
+    assert outcome.error == (
+        f"Waves answered HTTP 429 (refused {job.RATE_LIMITED_TRIES} times; "
+        "try fewer at once: WAVES_MAX_IN_FLIGHT)"
+    )
+    assert len(fake.requests) == job.RATE_LIMITED_TRIES
+
+
+async def test_a_429_from_waves_http_with_retry_after_is_waited_out(env: Path) -> None:
+    s = settings(env)
+    folder = opened(s)
+    jobs = job.plan([flow(env, "main", MAIN)], s, [8000])[:1]
+    async with StandinServer() as standin, WavesHttpClient(standin.url, standin.api_key) as waves:
+        standin.faults.http_status, standin.faults.retry_after = 429, 0.3
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        making = asyncio.create_task(job.render(jobs, waves, folder))
+        await asyncio.sleep(0.1)
+        standin.faults.http_status = None  # the plan has room again
+        assert await making == [job.Outcome(jobs[0])]
+        assert loop.time() - started >= 0.3  # the server's Retry-After, not 1 s, not at once
+    assert job.partition(jobs, folder) == ([], jobs)
 
 
 @pytest.mark.parametrize(
