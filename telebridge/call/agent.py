@@ -376,6 +376,10 @@ class Conversation:
             del buffer[:size]
 
     def _post(self, message: str | bytes) -> None:
+        # Nothing waiting before it: straight to the socket when it needs no waiting (the order
+        # holds: the writer has written all it took, since it writes before its first await).
+        if not self._outbox and self._link.send_now(message):
+            return
         if len(self._outbox) >= MAX_OUTBOX:
             if self._end is not None and not self._end.done():
                 logger.warning("call %s: the agent does not read its messages", self._call_id)

@@ -16,6 +16,7 @@ import time
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import State
 
 from telebridge.flows.ports import AgentClosed, AgentUnavailable
 
@@ -68,6 +69,28 @@ class WebSocketAgentLink:
             await self._ws.send(message)
         except ConnectionClosed as exc:
             raise _closed(exc) from None
+
+    def send_now(self, message: str | bytes) -> bool:
+        # 50 caller-audio frames a second per call: each skips the writer task and websockets'
+        # awaited send (its context manager and drain), which cost as much as the write itself.
+        # Only while the transport holds nothing unwritten, so flow control stays `send`'s.
+        ws = self._ws
+        transport = ws.transport
+        if ws.protocol.state is not State.OPEN or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size():
+            return False
+        try:
+            if isinstance(message, str):
+                ws.protocol.send_text(message.encode())
+            else:
+                ws.protocol.send_binary(message)
+            for data in ws.protocol.data_to_send():
+                transport.write(data)  # frames only: the socket is open, so no end of stream
+        except Exception:  # a transport error: the connection's own reader sees it and ends
+            logger.debug("agent socket: a direct send failed", exc_info=True)
+            return True  # the frame is as lost as the connection; `send` would only raise
+        return True
 
     async def receive(self) -> str | bytes:
         try:

@@ -46,6 +46,10 @@ class AgentLink(Protocol):
     async def send(self, message: str | bytes) -> None:
         """Send a text (str) or binary frame; raises AgentClosed."""
 
+    def send_now(self, message: str | bytes) -> bool:
+        """Send the frame at once when that needs no waiting (the socket is open and holds
+        nothing unwritten); False: nothing was sent, `send` it. Never raises."""
+
     async def receive(self) -> str | bytes:
         """The next frame; raises AgentClosed."""
 
