@@ -38,6 +38,7 @@ from bench.common import (
 )
 from bench.loadgen import CALL_GRACE, Job, WorkerStats, make_call
 from bench.server import STATS_PATH
+from telebridge.flows.fetch import KEEPALIVE_S
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN
 from telebridge.simulator.carrier import CallScript
 from telebridge.simulator.fake_plivo_api import FakePlivoApi
@@ -49,7 +50,6 @@ START_TIMEOUT = 30.0  # seconds a child process may take to say it is ready
 WARMUP_TRIES = 3
 WARMUP_SECONDS = 10.0
 RSS_SAMPLE_EVERY = 0.5
-KEEPALIVE_EXPIRY = 2.0  # below uvicorn's timeout_keep_alive (5 s)
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ class BenchEnv:
                 urls.append(str((await bridge.read_json(START_TIMEOUT))["url"]))
             # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them:
             # a request sent on a connection the server is closing fails at random otherwise.
-            limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
+            limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
             async with httpx.AsyncClient(timeout=15, limits=limits) as http:
                 await self._check_carrier(http, urls[0], spec.carrier)
                 for url in urls:

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from bench.common import raise_fd_limit
+from telebridge.flows.fetch import KEEPALIVE_S
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_TOKEN, SIM_VONAGE_SECRET
 from telebridge.simulator.carrier import CallScript, SimResult, SimulatedCall
 from telebridge.simulator.playout import Playout
@@ -291,9 +292,9 @@ class Worker:
         self.live: set[SimulatedCall] = set()
 
     async def run(self) -> WorkerStats:
-        # keepalive_expiry below uvicorn's 5 s keep-alive timeout: see harness.KEEPALIVE_EXPIRY.
+        # keepalive_expiry below uvicorn's 5 s keep-alive timeout (see flows/fetch.py).
         limits = httpx.Limits(
-            max_connections=4096, max_keepalive_connections=256, keepalive_expiry=2.0
+            max_connections=4096, max_keepalive_connections=256, keepalive_expiry=KEEPALIVE_S
         )
         async with httpx.AsyncClient(timeout=15, limits=limits) as http:
             probes = [

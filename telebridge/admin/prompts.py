@@ -216,8 +216,8 @@ async def _make(
 
 async def _render(job: Job, renderer: Renderer) -> bytes:
     """The job's audio; a refusal as over the rate limit is waited out and asked again."""
-    pause = 1.0
-    for attempt in range(1, RATE_LIMITED_TRIES + 1):
+    pause, attempt = 1.0, 1
+    while True:
         try:
             return await renderer.render(job.text, sample_rate=job.sample_rate, options=job.options)
         except WavesRateLimited as exc:
@@ -227,12 +227,11 @@ async def _render(job: Job, renderer: Renderer) -> bytes:
                     retry_after=exc.retry_after,
                 ) from None
             wait = pause if exc.retry_after is None else exc.retry_after
-            wait = max(0.0, min(MAX_RATE_LIMITED_WAIT_S, wait))
-            logger.warning("prompt %s/%s: Waves is at its limit; asking again in %g s",
-                           job.flow, job.step, wait)  # fmt: skip
-            await asyncio.sleep(wait)
-            pause *= 2
-    raise AssertionError("unreachable")
+        wait = max(0.0, min(MAX_RATE_LIMITED_WAIT_S, wait))
+        logger.warning("prompt %s/%s: Waves is at its limit; asking again in %g s",
+                       job.flow, job.step, wait)  # fmt: skip
+        await asyncio.sleep(wait)
+        pause, attempt = pause * 2, attempt + 1
 
 
 @contextlib.asynccontextmanager

@@ -76,9 +76,11 @@ class WebSocketAgentLink:
         # Only while the transport holds nothing unwritten, so flow control stays `send`'s.
         ws = self._ws
         transport = ws.transport
-        if ws.protocol.state is not State.OPEN or transport.is_closing():
-            return False
-        if transport.get_write_buffer_size():
+        if (
+            ws.protocol.state is not State.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
             return False
         try:
             if isinstance(message, str):

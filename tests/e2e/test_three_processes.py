@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from telebridge.flows.fetch import KEEPALIVE_S
 from telebridge.simulator.bridge import SIM_PLIVO_AUTH_ID, SIM_PLIVO_AUTH_TOKEN, SIM_VONAGE_SECRET
 from telebridge.simulator.carrier import CallScript, SimResult
 from telebridge.simulator.fake_plivo_api import FakePlivoApi, RecordedRequest
@@ -84,7 +85,7 @@ class Process:
             base_url=self.url,
             headers={"Authorization": f"Bearer {KEY}"},
             timeout=20,
-            limits=httpx.Limits(keepalive_expiry=2.0),
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
         )
 
     def output(self) -> str:
